@@ -1,0 +1,149 @@
+"""Frozen, typed configurations for the model, the reasoning method and training.
+
+Defaults and where they come from:
+- hidden_size 256, max_len 50, Adam lr 1e-3, batch 2048: the paper, §4.1.4.
+- num_layers 2, num_heads 2, ffn_size 300, dropout 0.5 (hidden and attention), input dropout 0.2,
+  layer_norm_eps 1e-12, init N(0, 0.02): the authors' released code (shared/reference/official-code.md §1).
+- patience 10 on validation NDCG@20: the paper (§4.1.4) and the released runner.
+- gamma 0.01: the paper (§4.1.4). tau/alpha/kl_lambda defaults: the released code's PRL temperature decay
+  alpha 5.0 and ERL lambda 0.05; tau 1.0 (plain softmax, Eq. 5) because the paper's base/ERL objective has
+  no temperature; PRL studies set tau from the paper's grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .errors import ConfigError, from_dict
+
+BACKBONES = ("sasrec", "bert4rec")
+METHODS = ("base", "naive", "rpe", "erl", "prl")
+METRICS = ("ndcg@10", "ndcg@20", "recall@10", "recall@20")
+
+
+class _Dict:
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None, path: str = ""):
+        return from_dict(cls, data, path)
+
+
+def _positive(name: str, value: float, strict: bool = True) -> None:
+    if value != value or (value <= 0 if strict else value < 0):  # NaN fails too
+        raise ConfigError(name, f"must be {'> 0' if strict else '>= 0'}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Dict):
+    backbone: Literal["sasrec", "bert4rec"] = "sasrec"
+    hidden_size: int = 256
+    num_layers: int = 2
+    num_heads: int = 2
+    ffn_size: int = 300
+    dropout: float = 0.5  # hidden dropout after attention and FFN
+    attn_dropout: float = 0.5  # dropout on attention probabilities
+    input_dropout: float = 0.2  # after the input LayerNorm, at every step (released code)
+    max_len: int = 50
+    layer_norm_eps: float = 1e-12
+    init_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ConfigError("backbone", f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        for name in ("hidden_size", "num_layers", "num_heads", "ffn_size", "max_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)!r}")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError("num_heads", f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        for name in ("dropout", "attn_dropout", "input_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(name, f"must be in [0, 1), got {value!r}")
+        _positive("layer_norm_eps", self.layer_norm_eps)
+        _positive("init_range", self.init_range)
+
+
+@dataclass(frozen=True)
+class MethodConfig(_Dict):
+    """Which ReaRec variant trains the model, with the paper's hyper-parameters.
+
+    formulation='paper' follows the paper's equations; 'released' follows the authors' released code
+    (official-code.md §2-3): ERL = one CE on the mean-pooled state minus lambda * mean KL over ordered pairs;
+    PRL = CE_K + mean of the earlier steps' CE; one global logit temperature tau; gamma is a noise standard
+    deviation; noise and RCL start after ``warmup_epochs`` (2).
+    """
+
+    name: Literal["base", "naive", "rpe", "erl", "prl"] = "base"
+    reasoning_steps: int = 0  # K; base forces 0
+    kl_lambda: float = 0.05  # ERL lambda (Eq. 8)
+    kl_sign: Literal["maximize", "printed"] = "maximize"  # 'printed' = Eq. 7-8 literally (+lambda*KL)
+    tau: float = 1.0  # PRL base temperature (Eq. 9) and RCL temperature (Eq. 11)
+    alpha: float = 5.0  # PRL temperature decay rate (Eq. 9)
+    gamma: float = 0.01  # PRL noise strength (Eq. 10): variance in 'paper', std in 'released'
+    rcl: bool = True  # PRL reasoning-aware contrastive loss; False = "PRL w/o RCL"
+    formulation: Literal["paper", "released"] = "paper"
+    warmup_epochs: int | None = None  # PRL epochs without noise/RCL; None = 0 (paper) or 2 (released)
+
+    def __post_init__(self) -> None:
+        if self.name not in METHODS:
+            raise ConfigError("method", f"unknown method {self.name!r}; choose one of {', '.join(METHODS)}")
+        if self.reasoning_steps < 0:
+            raise ConfigError("reasoning_steps", f"must be >= 0, got {self.reasoning_steps!r}")
+        if self.name == "base" and self.reasoning_steps != 0:
+            raise ConfigError("reasoning_steps", f"method 'base' has no reasoning steps, got {self.reasoning_steps!r}")
+        if self.name != "base" and self.reasoning_steps < 1:
+            raise ConfigError("reasoning_steps", f"method {self.name!r} needs reasoning_steps >= 1, got {self.reasoning_steps!r}")
+        _positive("kl_lambda", self.kl_lambda, strict=False)
+        _positive("tau", self.tau)
+        _positive("alpha", self.alpha)
+        _positive("gamma", self.gamma, strict=False)
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            raise ConfigError("warmup_epochs", f"must be >= 0, got {self.warmup_epochs!r}")
+
+    @property
+    def uses_rpe(self) -> bool:
+        return self.name != "naive"
+
+    @property
+    def warmup(self) -> int:
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        return 2 if self.formulation == "released" else 0
+
+    def step_temperatures(self) -> list[float]:
+        """PRL's tau_k = tau * alpha^(K-k) for k = 0..K (Eq. 9)."""
+        K = self.reasoning_steps
+        return [self.tau * self.alpha ** (K - k) for k in range(K + 1)]
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Dict):
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 2048
+    eval_batch_size: int = 1024
+    max_epochs: int = 300
+    patience: int = 10  # epochs without a validation improvement before stopping
+    selection_metric: Literal["ndcg@10", "ndcg@20", "recall@10", "recall@20"] = "ndcg@20"
+    training: Literal["bucketed", "padded", "packed"] = "bucketed"
+    mask_history: bool = False  # exclude history items from the ranking (paper's code: off)
+    grad_clip: float | None = None
+    amp: bool = False  # bf16 autocast, CUDA only
+    loss_chunk: int = 1024  # rows per chunk of the full-vocabulary softmax (memory bound)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("lr", self.lr)
+        _positive("weight_decay", self.weight_decay, strict=False)
+        for name in ("batch_size", "eval_batch_size", "max_epochs", "loss_chunk"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)!r}")
+        if self.patience < 0:
+            raise ConfigError("patience", f"must be >= 0, got {self.patience!r}")
+        if self.grad_clip is not None:
+            _positive("grad_clip", self.grad_clip)
