@@ -130,7 +130,7 @@ class TrainConfig(_Dict):
     max_epochs: int = 300
     patience: int = 10  # epochs without a validation improvement before stopping
     selection_metric: Literal["ndcg@10", "ndcg@20", "recall@10", "recall@20"] = "ndcg@20"
-    training: Literal["bucketed", "padded", "packed"] = "bucketed"
+    training: Literal["bucketed", "padded"] = "bucketed"  # batch padding: own longest history, or max_len
     mask_history: bool = False  # exclude history items from the ranking (paper's code: off)
     grad_clip: float | None = None
     amp: bool = False  # bf16 autocast, CUDA only

@@ -1,0 +1,194 @@
+"""ReaRec: a SASRec / BERT4Rec encoder that reasons K latent steps after the sequence (paper §3.1).
+
+Conventions (identical in every training and inference path):
+- items 1..n_items, 0 = padding; histories are left-padded, the newest item in the last column.
+- item positions count from the oldest kept item (0..n-1), so an item's position embedding does not
+  depend on how much padding a batch carries. BERT4Rec appends a [MASK] token at position n; its output
+  is r_0 (the standard BERT4Rec next-item read-out).
+- reasoning token k (1..K) = r_{k-1} + RPE[k-1] (Eq. 4); it gets no item position embedding. Every input
+  token, item or reasoning, passes the input LayerNorm and dropout (released code, official-code.md §1).
+- masks: SASRec items are causal; BERT4Rec items (and [MASK]) are bidirectional; no item ever sees a
+  reasoning token; reasoning token k sees every real item and reasoning tokens <= k ("prefix masking").
+  Because items never see reasoning tokens, their keys/values are computed once and cached, and each
+  reasoning step runs one new position through each layer -- in training and in inference.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import MethodConfig, ModelConfig
+from .layers import KV, TransformerLayer
+
+
+class ReaRecModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, n_items: int, reasoning_steps: int, use_rpe: bool = True):
+        super().__init__()
+        if n_items < 1:
+            raise ValueError(f"n_items: must be >= 1, got {n_items!r}")
+        if reasoning_steps < 0:
+            raise ValueError(f"reasoning_steps: must be >= 0, got {reasoning_steps!r}")
+        self.cfg = cfg
+        self.n_items = n_items
+        self.K = reasoning_steps
+        self.bidirectional = cfg.backbone == "bert4rec"
+        d = cfg.hidden_size
+        self.mask_token = n_items + 1  # only used by BERT4Rec
+        self.item_emb = nn.Embedding(n_items + 2, d, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len + 1, d)  # +1: BERT4Rec's [MASK] after max_len items
+        self.rpe = nn.Embedding(reasoning_steps, d) if (use_rpe and reasoning_steps > 0) else None
+        self.input_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.input_drop = nn.Dropout(cfg.input_dropout)
+        self.layers = nn.ModuleList(
+            TransformerLayer(d, cfg.num_heads, cfg.ffn_size, cfg.dropout, cfg.attn_dropout, cfg.layer_norm_eps)
+            for _ in range(cfg.num_layers)
+        )
+        self.apply(self._init)
+
+    def _init(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.cfg.init_range)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    @classmethod
+    def from_configs(cls, model_cfg: ModelConfig, method_cfg: MethodConfig, n_items: int) -> ReaRecModel:
+        return cls(model_cfg, n_items, method_cfg.reasoning_steps, use_rpe=method_cfg.uses_rpe)
+
+    # ---- candidates -------------------------------------------------------------------------------
+    @property
+    def item_weights(self) -> torch.Tensor:
+        """(n_items, d) candidate embeddings for items 1..n_items (tied with the input table)."""
+        return self.item_emb.weight[1 : self.n_items + 1]
+
+    def scores(self, states: torch.Tensor) -> torch.Tensor:
+        """states (..., d) -> (..., n_items) dot-product scores; column j is item j + 1."""
+        return states @ self.item_weights.T
+
+    # ---- encoding -----------------------------------------------------------------------------------
+    def _check(self, history: torch.Tensor) -> None:
+        if history.ndim != 2 or history.shape[0] == 0:
+            raise ValueError(f"history: expected a non-empty (B, L) batch, got shape {tuple(history.shape)}")
+        if history.shape[1] > self.cfg.max_len:
+            raise ValueError(f"history: length {history.shape[1]} exceeds max_len {self.cfg.max_len}")
+        lo, hi = int(history.min()), int(history.max())
+        if lo < 0 or hi > self.n_items:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"history: item id {bad} out of range 0..{self.n_items}")
+
+    def _item_inputs(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """history (B, L) -> token ids (B, T) and position ids (B, T); T = L (+1 for BERT4Rec's [MASK])."""
+        valid = history > 0
+        pos = (valid.long().cumsum(1) - 1).clamp(min=0)  # oldest kept item = 0
+        if self.bidirectional:
+            n = valid.sum(1, keepdim=True)
+            history = torch.cat([history, torch.full_like(n, self.mask_token)], 1)
+            pos = torch.cat([pos, n], 1)
+        return history, pos
+
+    def _item_mask(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T, T) bool: who may attend to whom inside the item block."""
+        T = tokens.shape[1]
+        key_ok = (tokens > 0)[:, None, None, :]  # (B, 1, 1, T)
+        if self.bidirectional:
+            mask = key_ok.expand(-1, 1, T, T)
+        else:
+            causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+            mask = key_ok & causal
+        # a padded query may see nothing; let it see itself so softmax stays finite (its output is unused)
+        return mask | torch.eye(T, dtype=torch.bool, device=tokens.device)
+
+    def encode_items(self, history: torch.Tensor) -> tuple[torch.Tensor, list[KV], torch.Tensor]:
+        """history (B, L) -> r_0 (B, d), per-layer caches [(B, h, T, d_h) x2], key_ok (B, T) bool."""
+        self._check(history)
+        tokens, pos = self._item_inputs(history)
+        x = self.input_drop(self.input_norm(self.item_emb(tokens) + self.pos_emb(pos)))
+        mask = self._item_mask(tokens)
+        caches = []
+        for layer in self.layers:
+            x, kv = layer(x, mask, None)
+            caches.append(kv)
+        return x[:, -1], caches, tokens > 0
+
+    def reasoning_input(self, prev: torch.Tensor, k: int) -> torch.Tensor:
+        """Input of reasoning step k >= 1 before normalisation: r_{k-1} (+ RPE[k-1]) (Eq. 4), shape (B, d)."""
+        return prev + self.rpe.weight[k - 1] if self.rpe is not None else prev
+
+    def step(self, x: torch.Tensor, caches: list[KV], key_ok: torch.Tensor) -> tuple[torch.Tensor, list[KV]]:
+        """One cached reasoning step: x (B, d) raw input -> output (B, d) and caches grown by one position."""
+        h = self.input_drop(self.input_norm(x))[:, None]  # (B, 1, d)
+        B = h.shape[0]
+        key_ok = torch.cat([key_ok, key_ok.new_ones(B, 1)], 1)  # the new token sees itself
+        mask = key_ok[:, None, None, :]  # (B, 1, 1, T + 1)
+        new = []
+        for layer, past in zip(self.layers, caches, strict=True):
+            h, kv = layer(h, mask, past)
+            new.append(kv)
+        return h[:, 0], new
+
+    def forward(self, history: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """KV-cached reasoning. history (B, L) -> states (B, K + 1, d): r_0..r_K."""
+        K = self.K if steps is None else steps
+        self._check_steps(K)
+        return self.reason(*self.encode_items(history), K)
+
+    def reason(self, r0: torch.Tensor, caches: list[KV], key_ok: torch.Tensor, steps: int) -> torch.Tensor:
+        """Run reasoning steps 1..steps over an encoded item block -> states (B, steps + 1, d)."""
+        r, states = r0, [r0]
+        for k in range(1, steps + 1):
+            r, caches = self.step(self.reasoning_input(r, k), caches, key_ok)
+            key_ok = torch.cat([key_ok, key_ok.new_ones(key_ok.shape[0], 1)], 1)
+            states.append(r)
+        return torch.stack(states, 1)
+
+    def reason_from(
+        self, r0: torch.Tensor, caches: list[KV], key_ok: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """PRL's noisy view (Eq. 10): step k's input is the *clean* r_{k-1} + RPE + noise, run with its own
+        reasoning cache over the shared item block. clean (B, K+1, d); noise (B, K, d) -> (B, K, d)."""
+        out = []
+        for k in range(1, clean.shape[1]):
+            r, caches = self.step(self.reasoning_input(clean[:, k - 1], k) + noise[:, k - 1], caches, key_ok)
+            key_ok = torch.cat([key_ok, key_ok.new_ones(key_ok.shape[0], 1)], 1)
+            out.append(r)
+        return torch.stack(out, 1)
+
+    def forward_uncached(self, history: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """Reference path: re-encode [items ; reasoning tokens 1..k] from scratch at every step k."""
+        K = self.K if steps is None else steps
+        self._check_steps(K)
+        self._check(history)
+        tokens, pos = self._item_inputs(history)
+        item_x = self.item_emb(tokens) + self.pos_emb(pos)  # (B, T, d)
+        item_mask = self._item_mask(tokens)
+        B, T, _ = item_x.shape
+        r = self._run(self.input_drop(self.input_norm(item_x)), item_mask)[:, -1]
+        states, raw = [r], []
+        for k in range(1, K + 1):
+            raw.append(self.reasoning_input(r, k))
+            x = torch.cat([item_x, torch.stack(raw, 1)], 1)  # (B, T + k, d)
+            mask = torch.zeros(B, 1, T + k, T + k, dtype=torch.bool, device=x.device)
+            mask[:, :, :T, :T] = item_mask  # items never see reasoning tokens
+            mask[:, :, T:, :T] = (tokens > 0)[:, None, None, :]
+            mask[:, :, T:, T:] = torch.ones(k, k, dtype=torch.bool, device=x.device).tril()
+            r = self._run(self.input_drop(self.input_norm(x)), mask)[:, -1]
+            states.append(r)
+        return torch.stack(states, 1)
+
+    def _run(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x, _ = layer(x, mask, None)
+        return x
+
+    def _check_steps(self, K: int) -> None:
+        if K < 0:
+            raise ValueError(f"steps: must be >= 0, got {K!r}")
+        if self.rpe is not None and K > self.rpe.num_embeddings:
+            raise ValueError(f"steps: {K} exceeds the {self.rpe.num_embeddings} trained reasoning position embeddings")

@@ -1,0 +1,167 @@
+"""The training loop: epochs, early stopping on validation, best-epoch restore, then test."""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .batching import train_batches
+from .config import MethodConfig, ModelConfig, TrainConfig
+from .data.types import SplitData
+from .evaluate import Evaluation, evaluate
+from .model import ReaRecModel
+from .objectives import noise_std, rcl_loss, uses_rcl, vocab_loss
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch, and ask torch for deterministic kernels (CPU runs repeat bit for bit)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@dataclass
+class EpochLog:
+    epoch: int  # 1-based
+    train_loss: float  # mean over batches
+    valid: dict[str, float]  # metrics of the method's own output
+    valid_steps: dict[int, dict[str, float]]  # step k -> metrics of r_k
+    seconds: float  # training + validation wall time of this epoch
+    is_best: bool
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    epochs: list[EpochLog]
+    valid: Evaluation
+    test: Evaluation
+    wall_seconds: float
+    n_parameters: int
+    model: ReaRecModel = field(repr=False)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam; biases and LayerNorm parameters carry no weight decay (as in the released runner)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim < 2 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.Adam(groups, lr=cfg.lr)
+
+
+def train_step(
+    model: ReaRecModel, method: MethodConfig, history: torch.Tensor, target: torch.Tensor,
+    epoch: int, chunk: int,
+) -> float:
+    """Forward + backward of one batch (gradients accumulate in .grad); returns the batch loss.
+
+    The full-vocabulary terms are computed ``chunk`` rows at a time against detached states and their
+    gradients pushed back through the encoder in one call, so peak memory holds one chunk's (chunk, K+1, N)
+    logits instead of the whole batch's; the result equals the unchunked loss and gradients.
+    """
+    B = len(target)
+    r0, caches, key_ok = model.encode_items(history)
+    states = model.reason(r0, caches, key_ok, model.K)  # (B, K+1, d)
+    extra = None
+    if uses_rcl(method, epoch):
+        noise = torch.randn(B, model.K, states.shape[-1], device=states.device) * noise_std(method)
+        if method.formulation == "released":  # the released code duplicates the batch: new dropout masks
+            r0, caches, key_ok = model.encode_items(history)
+        noisy = model.reason_from(r0, caches, key_ok, states, noise)  # (B, K, d)
+        extra = rcl_loss(method, states[:, 1:], noisy)
+    item_w = model.item_weights
+    if B <= chunk:
+        loss = vocab_loss(method, states, item_w, target) / B
+        if extra is not None:
+            loss = loss + extra
+        loss.backward()
+        return float(loss.detach())
+    detached = states.detach().requires_grad_(True)
+    total = 0.0
+    for i in range(0, B, chunk):
+        part = vocab_loss(method, detached[i : i + chunk], item_w, target[i : i + chunk]) / B
+        part.backward()  # accumulates into detached.grad and the item embeddings' .grad
+        total += float(part.detach())
+    tensors, grads = [states], [detached.grad]
+    if extra is not None:
+        tensors.append(extra)
+        grads.append(torch.ones_like(extra))
+        total += float(extra.detach())
+    torch.autograd.backward(tensors, grads)
+    return total
+
+
+def fit(
+    data: SplitData,
+    model_cfg: ModelConfig,
+    method_cfg: MethodConfig,
+    train_cfg: TrainConfig,
+    device: str | torch.device = "cpu",
+    on_epoch: Callable[[EpochLog], bool | None] | None = None,
+) -> FitResult:
+    """Train on ``data.train``, select the epoch on validation only, and evaluate that epoch on test.
+
+    ``on_epoch`` is called after every epoch; returning True stops training (e.g. an ASHA decision).
+    """
+    start = time.perf_counter()
+    seed_everything(train_cfg.seed)
+    device = torch.device(device)
+    if int(data.train.history.max(initial=0)) > data.n_items or int(data.train.target.max(initial=0)) > data.n_items:
+        raise ValueError(f"data: item ids exceed n_items={data.n_items}")
+    model = ReaRecModel.from_configs(model_cfg, method_cfg, data.n_items).to(device)
+    if data.train.max_len > model_cfg.max_len:
+        raise ValueError(f"max_len: data histories have {data.train.max_len} columns, model max_len is {model_cfg.max_len}")
+    optimizer = make_optimizer(model, train_cfg)
+    rng = np.random.default_rng(train_cfg.seed)
+    popularity = data.item_popularity()
+    autocast = train_cfg.amp and device.type == "cuda"
+    metric = train_cfg.selection_metric
+    logs: list[EpochLog] = []
+    best_value, best_epoch, best_state = -np.inf, 0, None
+    for epoch in range(1, train_cfg.max_epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        losses = []
+        for history, target in train_batches(data.train, train_cfg.batch_size, train_cfg.training, rng, device):
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                losses.append(train_step(model, method_cfg, history, target, epoch, train_cfg.loss_chunk))
+            if train_cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+            optimizer.step()
+        valid = evaluate(model, method_cfg, data.valid, popularity, train_cfg.eval_batch_size, device,
+                         train_cfg.mask_history)
+        current = valid.metrics()
+        is_best = current[metric] > best_value  # strict: the first of tying epochs is kept
+        if is_best:
+            best_value, best_epoch = current[metric], epoch
+            best_state = copy.deepcopy(model.state_dict())
+        log = EpochLog(epoch, float(np.mean(losses)), current,
+                       {k: valid.metrics(k) for k in range(model.K + 1)}, time.perf_counter() - t0, is_best)
+        logs.append(log)
+        if not np.isfinite(log.train_loss):
+            raise FloatingPointError(f"train_loss: became {log.train_loss} at epoch {epoch}")
+        if on_epoch is not None and on_epoch(log):
+            break
+        if epoch - best_epoch >= train_cfg.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    valid = evaluate(model, method_cfg, data.valid, popularity, train_cfg.eval_batch_size, device, train_cfg.mask_history)
+    test = evaluate(model, method_cfg, data.test, popularity, train_cfg.eval_batch_size, device, train_cfg.mask_history)
+    return FitResult(
+        best_epoch=best_epoch, epochs=logs, valid=valid, test=test,
+        wall_seconds=time.perf_counter() - start,
+        n_parameters=sum(p.numel() for p in model.parameters()),
+        model=model,
+    )
