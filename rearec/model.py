@@ -15,15 +15,19 @@ Conventions (identical in every training and inference path):
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import MethodConfig, ModelConfig
+from .items import make_item_encoder
 from .layers import KV, TransformerLayer
 
 
 class ReaRecModel(nn.Module):
-    def __init__(self, cfg: ModelConfig, n_items: int, reasoning_steps: int, use_rpe: bool = True):
+    def __init__(self, cfg: ModelConfig, n_items: int, reasoning_steps: int, use_rpe: bool = True,
+                 item_features: np.ndarray | None = None):
         super().__init__()
         if n_items < 1:
             raise ValueError(f"n_items: must be >= 1, got {n_items!r}")
@@ -35,7 +39,7 @@ class ReaRecModel(nn.Module):
         self.bidirectional = cfg.backbone == "bert4rec"
         d = cfg.hidden_size
         self.mask_token = n_items + 1  # only used by BERT4Rec
-        self.item_emb = nn.Embedding(n_items + 2, d, padding_idx=0)
+        self.items = make_item_encoder(cfg, n_items, item_features)  # table (n_items + 2, d)
         self.pos_emb = nn.Embedding(cfg.max_len + 1, d)  # +1: BERT4Rec's [MASK] after max_len items
         self.rpe = nn.Embedding(reasoning_steps, d) if (use_rpe and reasoning_steps > 0) else None
         self.input_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
@@ -59,14 +63,20 @@ class ReaRecModel(nn.Module):
             nn.init.zeros_(module.bias)
 
     @classmethod
-    def from_configs(cls, model_cfg: ModelConfig, method_cfg: MethodConfig, n_items: int) -> ReaRecModel:
-        return cls(model_cfg, n_items, method_cfg.reasoning_steps, use_rpe=method_cfg.uses_rpe)
+    def from_configs(cls, model_cfg: ModelConfig, method_cfg: MethodConfig, n_items: int,
+                     item_features: np.ndarray | None = None) -> ReaRecModel:
+        return cls(model_cfg, n_items, method_cfg.reasoning_steps, use_rpe=method_cfg.uses_rpe,
+                   item_features=item_features)
 
     # ---- candidates -------------------------------------------------------------------------------
     @property
     def item_weights(self) -> torch.Tensor:
-        """(n_items, d) candidate embeddings for items 1..n_items (tied with the input table)."""
-        return self.item_emb.weight[1 : self.n_items + 1]
+        """(n_items, d) candidate representations of items 1..n_items (tied with the input table)."""
+        return self.items.table()[1 : self.n_items + 1]
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T) -> (B, T, d) item representations; padding rows get no gradient."""
+        return F.embedding(tokens, self.items.table(), padding_idx=0)
 
     def scores(self, states: torch.Tensor) -> torch.Tensor:
         """states (..., d) -> (..., n_items) dot-product scores; column j is item j + 1."""
@@ -109,7 +119,7 @@ class ReaRecModel(nn.Module):
         """history (B, L) -> r_0 (B, d), per-layer caches [(B, h, T, d_h) x2], key_ok (B, T) bool."""
         self._check(history)
         tokens, pos = self._item_inputs(history)
-        x = self.input_drop(self.input_norm(self.item_emb(tokens) + self.pos_emb(pos)))
+        x = self.input_drop(self.input_norm(self.embed(tokens) + self.pos_emb(pos)))
         mask = self._item_mask(tokens)
         caches = []
         for layer in self.layers:
@@ -166,7 +176,7 @@ class ReaRecModel(nn.Module):
         self._check_steps(K)
         self._check(history)
         tokens, pos = self._item_inputs(history)
-        item_x = self.item_emb(tokens) + self.pos_emb(pos)  # (B, T, d)
+        item_x = self.embed(tokens) + self.pos_emb(pos)  # (B, T, d)
         item_mask = self._item_mask(tokens)
         B, T, _ = item_x.shape
         r = self._run(self.input_drop(self.input_norm(item_x)), item_mask)[:, -1]

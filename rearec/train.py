@@ -108,17 +108,19 @@ def fit(
     train_cfg: TrainConfig,
     device: str | torch.device = "cpu",
     on_epoch: Callable[[EpochLog], bool | None] | None = None,
+    item_features: np.ndarray | None = None,
 ) -> FitResult:
     """Train on ``data.train``, select the epoch on validation only, and evaluate that epoch on test.
 
     ``on_epoch`` is called after every epoch; returning True stops training (e.g. an ASHA decision).
+    ``item_features`` (n_items + 1, f) are frozen item-text features for text-based backbones.
     """
     start = time.perf_counter()
     seed_everything(train_cfg.seed)
     device = torch.device(device)
     if int(data.train.history.max(initial=0)) > data.n_items or int(data.train.target.max(initial=0)) > data.n_items:
         raise ValueError(f"data: item ids exceed n_items={data.n_items}")
-    model = ReaRecModel.from_configs(model_cfg, method_cfg, data.n_items).to(device)
+    model = ReaRecModel.from_configs(model_cfg, method_cfg, data.n_items, item_features).to(device)
     if data.train.max_len > model_cfg.max_len:
         raise ValueError(f"max_len: data histories have {data.train.max_len} columns, model max_len is {model_cfg.max_len}")
     optimizer = make_optimizer(model, train_cfg)

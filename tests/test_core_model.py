@@ -42,7 +42,7 @@ def test_padding_never_changes_outputs(backbone):
 
 def item_block_outputs(model, h):
     tokens, pos = model._item_inputs(h)
-    x = model.input_norm(model.item_emb(tokens) + model.pos_emb(pos))
+    x = model.input_norm(model.embed(tokens) + model.pos_emb(pos))
     return model._run(x, model._item_mask(tokens))
 
 
