@@ -1,0 +1,206 @@
+"""Reading raw tables (CSV / TSV / RecBole atomic / Parquet, optionally gzip) into validated columns.
+
+Every check names the file, the column and the 1-based line of the first offending row, so a user can
+open the file at that line. The readers return plain numpy arrays; ids are kept as strings.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import did_you_mean
+from .errors import DataError
+
+# Common column names, most specific first; explicit names in DatasetSpec.columns win.
+CANDIDATES = {
+    "user": ("user_id", "userid", "user", "uid", "reviewer_id", "reviewerid", "customer_id"),
+    "item": ("item_id", "itemid", "item", "iid", "parent_asin", "asin", "business_id", "product_id", "movie_id"),
+    "timestamp": ("timestamp", "unix_timestamp", "time", "ts", "datetime", "date"),
+    "rating": ("rating", "stars", "score"),
+}
+_RECBOLE = re.compile(r"^(.+):(token|token_seq|float|float_seq)$")
+
+
+@dataclass
+class Table:
+    """A raw table as strings / numbers, with how its row positions map to lines of the file."""
+
+    file: Path
+    frame: pd.DataFrame
+    first_line: int  # file line of row 0 (2 for a text file with a header)
+    unit: str = "line"  # "line" for text files, "row" for Parquet
+
+    def where(self, column: str | None, row: int | None = None) -> str:
+        parts = []
+        if column is not None:
+            parts.append(f"column {column!r}")
+        if row is not None:
+            parts.append(f"{self.unit} {row + self.first_line}")
+        return ", ".join(parts)
+
+
+def check_file(path: Path) -> None:
+    if not path.exists():
+        raise DataError(path, "", "file not found")
+    if not path.is_file():
+        raise DataError(path, "", "not a file")
+    if path.stat().st_size == 0:
+        raise DataError(path, "", "empty file")
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def _first_line(path: Path) -> str:
+    opener = gzip.open if _is_gzip(path) else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        return fh.readline().rstrip("\r\n")
+
+
+def read_table(path: str | Path) -> Table:
+    """Read a whole table as strings (Parquet keeps its types); RecBole ``name:type`` headers are stripped."""
+    path = Path(path)
+    check_file(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise DataError(path, "", f"cannot read as Parquet ({exc})") from None
+        table = Table(path, frame, first_line=1, unit="row")
+    else:
+        header = _first_line(path)
+        if not header.strip():
+            raise DataError(path, "line 1", "empty header line")
+        # Tab if the header has one (RecBole, the shared TSVs), else comma.
+        sep = "\t" if "\t" in header else ","
+        try:
+            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, compression="gzip"
+                                if _is_gzip(path) else None, engine="c", quotechar='"')
+        except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as exc:
+            raise DataError(path, "", f"cannot parse as {'TSV' if sep == chr(9) else 'CSV'} ({exc})") from None
+        table = Table(path, frame, first_line=2)
+    names = [str(c) for c in table.frame.columns]
+    matches = [_RECBOLE.match(n) for n in names]
+    if names and all(matches):
+        table.frame.columns = [m.group(1) for m in matches]
+    if len(table.frame) == 0:
+        raise DataError(path, "", "no rows (only a header)" if names else "no rows")
+    return table
+
+
+def resolve_column(table: Table, role: str, explicit: str | None, required: bool = True,
+                   key: str | None = None) -> str | None:
+    """The column playing ``role``; explicit names must exist, otherwise the first common name found."""
+    names = [str(c) for c in table.frame.columns]
+    key = key or f"columns.{role}"
+    if explicit is not None:
+        if explicit not in names:
+            raise DataError(table.file, f"column {explicit!r}", f"missing ({key} names it){did_you_mean(explicit, names)}; "
+                            f"found columns: {', '.join(names)}")
+        return explicit
+    lower = {n.lower(): n for n in names}
+    for candidate in CANDIDATES[role]:
+        if candidate in lower:
+            return lower[candidate]
+    if required:
+        raise DataError(table.file, "", f"no {role} column (looked for {', '.join(CANDIDATES[role])}); found columns: "
+                        f"{', '.join(names)}; name it with {key}")
+    return None
+
+
+def require_columns(table: Table, names: Sequence[str]) -> None:
+    present = [str(c) for c in table.frame.columns]
+    for name in names:
+        if name not in present:
+            raise DataError(table.file, f"column {name!r}", f"missing{did_you_mean(name, present)}; found columns: "
+                            f"{', '.join(present)}")
+
+
+def ids(table: Table, column: str) -> np.ndarray:
+    """(N,) object array of non-empty string ids (numbers in Parquet become their decimal strings)."""
+    values = table.frame[column]
+    strings = values.astype(str)
+    bad = values.isna().to_numpy() | (strings.str.len() == 0).to_numpy()
+    if bad.any():
+        raise DataError(table.file, table.where(column, int(np.argmax(bad))), "empty id")
+    return strings.to_numpy(dtype=object)
+
+
+def timestamps(table: Table, column: str, unit: str = "s") -> np.ndarray:
+    """(N,) int64 timestamps: numbers are kept in the file's units; date strings become ``unit`` since epoch."""
+    raw = table.frame[column]
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        return _datetime_to_int(table, column, raw, unit)
+    is_text = not pd.api.types.is_numeric_dtype(raw)
+    numeric = pd.to_numeric(raw, errors="coerce") if is_text else raw.astype("float64")
+    bad = numeric.isna().to_numpy()
+    if is_text and bad.mean() > 0.5:
+        # Mostly non-numeric: a date column ("2018-09-04 08:16:19"), read as UTC.
+        parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
+        return _datetime_to_int(table, column, parsed, unit)
+    values = numeric.to_numpy(dtype="float64", na_value=np.nan)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(table.file, table.where(column, row), f"unparsable timestamp {raw.iloc[row]!r}")
+    if (values < 0).any():
+        row = int(np.argmax(values < 0))
+        raise DataError(table.file, table.where(column, row), f"negative timestamp {raw.iloc[row]!r}")
+    return np.floor(values).astype(np.int64)  # fractional seconds are dropped; ties keep file order
+
+
+def _datetime_to_int(table: Table, column: str, parsed: pd.Series, unit: str) -> np.ndarray:
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(table.file, table.where(column, row), f"unparsable timestamp {table.frame[column].iloc[row]!r}")
+    if parsed.dt.tz is None:
+        parsed = parsed.dt.tz_localize("UTC")
+    # Timedelta arithmetic is independent of the datetime resolution (pandas 3 may use us, not ns).
+    step = pd.Timedelta(milliseconds=1) if unit == "ms" else pd.Timedelta(seconds=1)
+    values = ((parsed - pd.Timestamp(0, tz="UTC")) // step).to_numpy(dtype=np.int64)
+    if (values < 0).any():
+        row = int(np.argmax(values < 0))
+        raise DataError(table.file, table.where(column, row), f"negative timestamp (before 1970) "
+                        f"{table.frame[column].iloc[row]!r}")
+    return values
+
+
+def ratings(table: Table, column: str) -> np.ndarray:
+    """(N,) float64 ratings; NaN, unparsable or negative values are errors."""
+    raw = table.frame[column]
+    numeric = raw.astype("float64") if pd.api.types.is_numeric_dtype(raw) else pd.to_numeric(raw, errors="coerce")
+    values = numeric.to_numpy(dtype="float64", na_value=np.nan)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(table.file, table.where(column, row), f"missing or unparsable rating {raw.iloc[row]!r}")
+    if (values < 0).any():
+        row = int(np.argmax(values < 0))
+        raise DataError(table.file, table.where(column, row), f"negative rating {raw.iloc[row]!r}")
+    return values
+
+
+def text_values(series: pd.Series) -> np.ndarray:
+    """(N,) object array of attribute strings, None where missing (empty string, null, NaN)."""
+    values = series.astype(object).where(series.notna(), None).to_numpy(dtype=object)
+    out = np.empty(len(values), dtype=object)
+    for k, v in enumerate(values):  # per item, not per interaction: items tables are small
+        if v is None or (isinstance(v, float) and v != v):
+            out[k] = None
+        elif isinstance(v, (list, tuple, np.ndarray)):
+            joined = " ".join(str(x) for x in v if x is not None and str(x).strip())
+            out[k] = joined or None
+        else:
+            s = str(v)
+            out[k] = s if s.strip() else None
+    return out
