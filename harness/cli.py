@@ -1,0 +1,274 @@
+"""`harness`: run, plan and inspect studies; query results; TensorBoard; dataset preparation.
+
+Exit codes: 0 success; 1 a run finished with failed trials; 2 bad arguments, study file, SQL or
+dataset (nothing was started or written); 3 environment: database in use, no GPU for --device cuda,
+Ray could not start; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, EXIT_USAGE, HarnessError, StudyError
+from .store import DEFAULT_DB
+
+DB_HELP = f"DuckDB results database (default: ./{DEFAULT_DB}, in the current directory)"
+
+
+def _out(line: str) -> None:
+    print(line, flush=True)
+
+
+def _load(args):
+    from .datasets import parse_datasets
+    from .expand import validate
+    from .study import load_study
+
+    study = load_study(args.study, args.set)
+    parse_datasets(study)
+    validate(study)
+    return study
+
+
+def cmd_run(args) -> int:
+    from .runner import RunOptions, StudyRunner
+
+    study = _load(args)  # every check that needs no I/O happens before anything is written or started
+    options = RunOptions(db=Path(args.db), runs=Path(args.runs), cache_dir=Path(args.cache_dir), address=args.address,
+                         device=args.device, retries=args.retries, concurrency=args.concurrency,
+                         num_cpus=args.num_cpus, dashboard=args.dashboard, asha=args.asha)
+    summary = StudyRunner(study, options, out=_out).run()
+    failed = summary["failed"]
+    _out(f"study {study.name}: {summary['completed']} trials completed now, {summary['skipped']} already complete, "
+         f"{len(failed)} failed" + (f", {summary['interrupted']} not finished" if summary["interrupted"] else "")
+         + f"; results in {args.db}")
+    for key, error in failed.items():
+        from .progress import summary_line
+
+        _out(f"  failed {key[:12]}: {summary_line(error)}")
+    if summary["interrupted"] and not failed:
+        return EXIT_INTERRUPTED
+    return EXIT_TRIALS_FAILED if failed else EXIT_OK
+
+
+def cmd_plan(args) -> int:
+    from .runner import RunOptions, make_plan
+    from .store import Store
+
+    study = _load(args)
+    store = Store(args.db, read_only=True) if Path(args.db).exists() else None
+    plan = make_plan(study, RunOptions(db=Path(args.db), cache_dir=Path(args.cache_dir)), store, log=_out)
+    res = study.resources
+    _out(f"study {study.name} ({study.file}): {study.search.algorithm} search, {plan.planned} trials")
+    if study.search.algorithm == "grid":
+        counts: dict[str, int] = {}
+        for t in plan.trials:
+            counts[t.method["name"]] = counts.get(t.method["name"], 0) + 1
+        _out("  per method: " + ", ".join(f"{m} {n}" for m, n in counts.items()))
+        failed = sum(plan.statuses.get(t.key) == "failed" for t in plan.trials)
+        _out(f"  already complete: {plan.completed}; failed earlier: {failed}; to run: {plan.remaining}")
+    else:
+        _out(f"  {len(plan.groups)} Optuna searches x {study.search.num_samples} trials; already complete: "
+             f"{plan.completed}; to run: {plan.remaining}")
+    _out(f"  resources per trial: {res.cpu:g} CPU, {res.gpu:g} GPU; concurrency: "
+         f"{study.concurrency or 'as many as fit'}; selection: {study.metric} (max)"
+         + ("; ASHA early stopping" if study.asha else ""))
+    if args.list and plan.trials:
+        import pandas as pd
+
+        rows = [{"trial": t.short, "dataset": t.dataset, "backbone": t.model["backbone"], "method": t.method["name"],
+                 "K": t.method["reasoning_steps"], "kl_lambda": t.method["kl_lambda"], "tau": t.method["tau"],
+                 "alpha": t.method["alpha"], "seed": t.seed, "status": plan.statuses.get(t.key, "pending")}
+                for t in plan.trials]
+        _out(pd.DataFrame(rows).to_string(index=False))
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    from .progress import summary_line
+    from .store import RunLock, Store
+
+    store = Store(args.db, read_only=True, timeout=10)
+    live = RunLock(args.db).held_elsewhere()
+    where = "WHERE s.study = ?" if args.study else ""
+    params = [args.study] if args.study else []
+    studies = store.query(f"SELECT s.study, s.planned, s.algorithm, s.updated_at FROM studies s {where} ORDER BY s.study",
+                          params)
+    if args.study and studies.empty:
+        raise HarnessError(f"{args.db}: no study named {args.study!r}")
+    for study, planned, algorithm, updated in studies.itertuples(index=False):
+        counts = dict(store.query("SELECT coalesce(t.status, 'pending') AS status, count(*) AS n FROM study_trials s "
+                                  "LEFT JOIN trials t USING (trial_key) WHERE s.study = ? GROUP BY 1", [study])
+                      .itertuples(index=False, name=None))
+        done, failed, running = counts.get("completed", 0), counts.get("failed", 0), counts.get("running", 0)
+        pending = max(0, int(planned) - done - failed - running)
+        state = "running" if live else "interrupted (re-run the study to finish them)"
+        _out(f"{study} ({algorithm}, updated {updated:%Y-%m-%d %H:%M} UTC): {done}/{planned} completed, "
+             f"{failed} failed, {pending} pending" + (f", {running} {state}" if running else ""))
+        failures = store.query("SELECT t.trial_key, t.dataset, t.method, t.error FROM trials t JOIN study_trials s "
+                               "USING (trial_key) WHERE s.study = ? AND t.status = 'failed' ORDER BY t.finished_at",
+                               [study])
+        for key, dataset, method, error in failures.itertuples(index=False):
+            _out(f"  failed {key[:12]} {dataset}/{method}: " + (error if args.verbose else summary_line(error or "")))
+    if studies.empty:
+        _out(f"{args.db}: no studies yet")
+    return EXIT_OK
+
+
+def cmd_sql(args) -> int:
+    import duckdb
+    import pandas as pd
+
+    from .store import Store
+
+    store = Store(args.db, read_only=True, timeout=10)
+    try:
+        frame = store.query(args.query)
+    except duckdb.Error as exc:
+        raise HarnessError(f"sql: {exc}") from None
+    if args.format == "csv":
+        sys.stdout.write(frame.to_csv(index=False))
+    elif args.format == "json":
+        sys.stdout.write(frame.to_json(orient="records", date_format="iso") + "\n")
+    else:
+        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250,
+                               "display.max_colwidth", 80):
+            _out(frame.to_string(index=False) if len(frame) else f"(0 rows; columns: {', '.join(frame.columns)})")
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    print(f"harness report {args.study}: not implemented yet (it comes with the reports issue); query the "
+          "results with `harness sql` meanwhile", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def cmd_tensorboard(args) -> int:
+    logdir = Path(args.runs) / args.study
+    if not logdir.is_dir():
+        raise HarnessError(f"{logdir}: no such directory (run the study first, or pass --runs)")
+    url = f"http://127.0.0.1:{args.port}/"
+    _out(f"TensorBoard for study {args.study} ({logdir}) at {url}  (Ctrl-C to stop)")
+    tensorboard = Path(sys.executable).with_name("tensorboard")
+    command = [str(tensorboard) if tensorboard.exists() else "tensorboard", "--logdir", str(logdir),
+               "--host", "127.0.0.1", "--port", str(args.port)]
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _dataset_arg(text: str):
+    """A dataset named on the command line: a built-in name, a file path, or a YAML mapping."""
+    from .yamlio import parse_value
+
+    return parse_value(text, "dataset") if text.lstrip().startswith("{") else text
+
+
+def cmd_data(args) -> int:
+    from rearec.data import DataError, dataset_stats, format_stats, load_dataset, prepare
+    from rearec.errors import ConfigError
+
+    try:
+        if args.data_command == "prepare":
+            for text in args.datasets:
+                folder = prepare(_dataset_arg(text), args.cache_dir, rebuild=args.rebuild)
+                _out(f"{text}: prepared in {folder}")
+        else:
+            stats = [dataset_stats(load_dataset(_dataset_arg(t), args.cache_dir)) for t in args.datasets]
+            _out(format_stats(stats))
+    except (DataError, ConfigError) as exc:
+        raise HarnessError(f"data: {exc}") from None
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=DB_HELP)
+        p.set_defaults(func=func)
+        return p
+
+    def study_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("study", help="study file (YAML), e.g. studies/quickstart.yaml")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a study value; VALUE is YAML (e.g. --set params.max_epochs=2, "
+                            "--set 'datasets=[{interactions: path/to/file.tsv.gz}]'); repeatable")
+        p.add_argument("--cache-dir", default="data", help="dataset cache folder (default: ./data)")
+
+    p = command("run", cmd_run, "run a study's missing trials on Ray Tune and store the results")
+    study_args(p)
+    p.add_argument("--runs", default="runs", help="trial directories and TensorBoard files (default: ./runs)")
+    p.add_argument("--address", help="join a running Ray cluster (e.g. 10.0.0.1:6379 or auto); "
+                                     "default: start a local Ray instance")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: GPUs if the study asks and the cluster has them, else CPU with a warning; "
+                        "cuda: fail before launching when there is no GPU; cpu: never use GPUs")
+    p.add_argument("--retries", type=int, default=0, help="re-run a failed trial up to N times (default 0)")
+    p.add_argument("--concurrency", type=int, help="at most N trials at once (overrides the study)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=None,
+                   help="start the Ray dashboard with a local instance (default: Ray's choice)")
+    p.add_argument("--asha", action="store_true", help="ASHA early termination even if the study does not ask")
+
+    p = command("plan", cmd_plan, "validate a study and print its trial count, what is complete and the resources")
+    study_args(p)
+    p.add_argument("--list", action="store_true", help="list every trial with its status")
+
+    p = command("status", cmd_status, "per-study progress and failures with their errors")
+    p.add_argument("study", nargs="?", help="only this study")
+    p.add_argument("-v", "--verbose", action="store_true", help="full error text")
+
+    p = command("sql", cmd_sql, "run a SQL query on the results database (opened read-only)")
+    p.add_argument("query", help='e.g. "SELECT method, count(*) FROM trials GROUP BY method"')
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    p = command("report", cmd_report, "write a study's tables and figures (not implemented yet)")
+    p.add_argument("study")
+
+    p = command("tensorboard", cmd_tensorboard, "start TensorBoard on a study's trials, bound to 127.0.0.1")
+    p.add_argument("study", help="study name (its trial directories are <runs>/<study>/)")
+    p.add_argument("--runs", default="runs", help="runs folder (default: ./runs)")
+    p.add_argument("--port", type=int, default=6006)
+
+    p = command("data", cmd_data, "prepare datasets or print their statistics (the paper's Table 1)")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    for name, text in (("prepare", "preprocess, split and cache datasets"), ("stats", "print Table 1 statistics")):
+        d = dsub.add_parser(name, help=text, description=text)
+        d.add_argument("datasets", nargs="+", metavar="DATASET",
+                       help="a built-in name (synthetic, yelp, amazon2023-video-games, ...), an interactions file, "
+                            "or a YAML mapping like '{interactions: f.tsv.gz, kcore: 5}'")
+        d.add_argument("--cache-dir", default="data", help="dataset cache folder (default: ./data)")
+        d.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=DB_HELP + " (unused here)")
+        if name == "prepare":
+            d.add_argument("--rebuild", action="store_true", help="rebuild even if a good cache exists")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StudyError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except HarnessError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

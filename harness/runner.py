@@ -1,0 +1,338 @@
+"""Ray Tune orchestration: plan a study against the database, start or join Ray, run what is missing.
+
+The database is the source of truth: completed trials are skipped, failed or interrupted ones run
+again, and a trial whose result files exist but never reached the database (driver killed between a
+trial's end and its ingestion) is ingested instead of re-run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .artifacts import read_output, trial_dir
+from .datasets import resolve_datasets
+from .errors import ResourceError
+from .expand import DatasetRef, SearchGroup, expand, search_groups
+from .keys import TrialSpec
+from .store import RunLock, Store
+from .study import Choice, Range, Resources, Study
+
+PACKAGES = ("rearec-harness", "torch", "numpy", "pandas", "pyarrow", "ray", "optuna", "duckdb", "tensorboard")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    db: Path = Path("results.duckdb")
+    runs: Path = Path("runs")
+    cache_dir: Path = Path("data")
+    address: str | None = None  # None: start a local Ray instance
+    device: str = "auto"  # auto | cpu | cuda
+    retries: int = 0
+    concurrency: int | None = None  # overrides the study's
+    num_cpus: int | None = None  # local Ray only; None = all cores
+    dashboard: bool | None = None  # local Ray only; None = Ray's default (on when ray[default] is installed)
+    asha: bool = False  # turn on ASHA with its defaults even if the study does not ask for it
+
+
+@dataclass
+class Plan:
+    study: Study
+    datasets: list[DatasetRef]
+    trials: list[TrialSpec] = field(default_factory=list)  # grid studies
+    groups: list[tuple[SearchGroup, list[dict], list[float]]] = field(default_factory=list)  # optuna: done points
+    statuses: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def planned(self) -> int:
+        if self.study.search.algorithm == "grid":
+            return len(self.trials)
+        return len(self.groups) * self.study.search.num_samples
+
+    @property
+    def completed(self) -> int:
+        if self.study.search.algorithm == "grid":
+            return sum(self.statuses.get(t.key) == "completed" for t in self.trials)
+        return sum(min(len(points), self.study.search.num_samples) for _, points, _ in self.groups)
+
+    @property
+    def to_run(self) -> list[TrialSpec]:
+        return [t for t in self.trials if self.statuses.get(t.key) != "completed"]
+
+    @property
+    def remaining(self) -> int:
+        return self.planned - self.completed
+
+
+def driver_env() -> dict[str, Any]:
+    """Package versions, git revision, host and Python of the driver (trials add their host and GPU)."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    root = Path(__file__).resolve().parent.parent
+    git = {"revision": None, "dirty": None}
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if rev.returncode == 0:
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=10)
+            git = {"revision": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"packages": versions, "git": git, "python": platform.python_version(), "driver_host": socket.gethostname()}
+
+
+def make_plan(study: Study, options: RunOptions, store: Store | None, log: Callable[[str], None] = print) -> Plan:
+    """Resolve datasets (preparing caches), expand the study and look up what the database already has."""
+    datasets = resolve_datasets(study, options.cache_dir, log=log)
+    plan = Plan(study, datasets)
+    if study.search.algorithm == "grid":
+        plan.trials = expand(study, datasets)
+        plan.statuses = store.statuses([t.key for t in plan.trials]) if store else {}
+        return plan
+    previous = _previous_searches(store, study) if store else []
+    for group in search_groups(study, datasets):
+        points, rewards = [], []
+        for params, reward in previous:
+            point = group.contains(params)
+            if point is not None and params.get("dataset_hash") == group.dataset.content_hash:
+                points.append({f"params/{k}": v for k, v in point.items()})
+                rewards.append(reward)
+        plan.groups.append((group, points, rewards))
+    return plan
+
+
+def _previous_searches(store: Store, study: Study) -> list[tuple[dict, float]]:
+    """(flat params, best validation value) of this study's completed trials (Optuna warm start)."""
+    frame = store.query(
+        "SELECT t.params, m.value FROM trials t JOIN study_trials s USING (trial_key) JOIN metrics m USING (trial_key)"
+        " WHERE s.study = ? AND t.status = 'completed' AND m.split = 'valid' AND m.step IS NULL"
+        " AND m.user_group = 'all' AND m.metric = ?", [study.name, study.selection.name])
+    return [(json.loads(p), float(v)) for p, v in zip(frame["params"], frame["value"], strict=True)]
+
+
+def resolve_resources(requested: Resources, device: str, cluster_gpus: float, node_cpus: float, node_gpus: float,
+                      warn: Callable[[str], None] = print) -> tuple[Resources, str]:
+    """Resources per trial that this cluster can actually grant, and the torch device of the trials.
+
+    A GPU request on a cluster without GPUs would leave trials pending forever, so it falls back to the
+    CPU with a warning (device 'auto') or fails before launching (device 'cuda').
+    """
+    if requested.cpu > node_cpus:
+        raise ResourceError(f"resources.cpu: {requested.cpu:g} CPUs per trial, but the largest node has "
+                            f"{node_cpus:g}; lower it (e.g. --set resources.cpu=1)")
+    if device == "cpu":
+        return dataclasses.replace(requested, gpu=0.0), "cpu"
+    if device == "cuda":
+        if cluster_gpus <= 0:
+            raise ResourceError("--device cuda: the Ray cluster has no GPUs (use --device auto to fall back to CPU)")
+        gpu = requested.gpu if requested.gpu > 0 else 1.0
+        if gpu > node_gpus:
+            raise ResourceError(f"resources.gpu: {gpu:g} GPUs per trial, but the largest node has {node_gpus:g}")
+        return dataclasses.replace(requested, gpu=gpu), "cuda"
+    if device != "auto":
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if requested.gpu <= 0:
+        return requested, "cpu"
+    if cluster_gpus <= 0:
+        warn(f"WARNING: the study asks for {requested.gpu:g} GPU per trial but the Ray cluster has no GPU; "
+             "running on CPU instead (--device cuda would stop here)")
+        return dataclasses.replace(requested, gpu=0.0), "cpu"
+    if requested.gpu > node_gpus:
+        raise ResourceError(f"resources.gpu: {requested.gpu:g} GPUs per trial, but the largest node has {node_gpus:g}")
+    return requested, "cuda"
+
+
+def start_ray(options: RunOptions, log: Callable[[str], None] = print) -> bool:
+    """Start a local Ray instance (or join ``options.address``); False when one was already running here."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old reporter stays quiet at verbose=0
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our own TensorBoard files only
+    import ray
+
+    if ray.is_initialized():
+        return False
+    started = time.monotonic()
+    if options.address:
+        context = ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        kwargs: dict[str, Any] = {"num_cpus": options.num_cpus}
+        if options.dashboard is not None:
+            kwargs["include_dashboard"] = options.dashboard
+        context = ray.init(address="local", log_to_driver=False, logging_level=logging.WARNING, **kwargs)
+    where = options.address or "a local Ray instance"
+    log(f"Ray: joined {where} in {time.monotonic() - started:.1f} s; resources {_resources_text(ray.cluster_resources())}")
+    url = getattr(context, "dashboard_url", None)
+    if url:
+        log(f"Ray dashboard: http://{url}" if "://" not in url else f"Ray dashboard: {url}")
+    return True
+
+
+def _resources_text(resources: dict[str, float]) -> str:
+    return ", ".join(f"{resources.get(k, 0):g} {k}" for k in ("CPU", "GPU"))
+
+
+def cluster_capacity() -> tuple[float, float, float]:
+    """(total GPUs, CPUs of the largest node, GPUs of the largest node) of the connected cluster."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    return (float(ray.cluster_resources().get("GPU", 0)), max((n.get("CPU", 0) for n in nodes), default=0),
+            max((n.get("GPU", 0) for n in nodes), default=0))
+
+
+def _domain(dim: Choice | Range):
+    from ray import tune
+
+    if isinstance(dim, Choice):
+        return tune.choice(list(dim.values))
+    if dim.integer:  # Ray's integer bounds exclude the upper end; ours include it
+        return (tune.lograndint if dim.log else tune.randint)(int(dim.low), int(dim.high) + 1)
+    return (tune.loguniform if dim.log else tune.uniform)(dim.low, dim.high)
+
+
+def _tune_run(name: str, trainable: Callable, param_space: dict, study: Study, options: RunOptions,
+              resources: Resources, callback, search_alg=None, num_samples: int = 1, dirname=None) -> None:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    scheduler = None
+    asha = study.asha or (dataclasses.replace(study.asha or _default_asha()) if options.asha else None)
+    if asha is not None:
+        max_epochs = max(int(callback.max_epochs), 1)
+        # max_t one past the last epoch: ASHA must not end a trial at its final report (it would lose the results)
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_epochs + 1, grace_period=asha.grace_period,
+                                  reduction_factor=asha.reduction_factor)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": resources.cpu, "gpu": resources.gpu}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=study.metric, mode="max", search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+            max_concurrent_trials=options.concurrency or study.concurrency, reuse_actors=True,
+            trial_dirname_creator=dirname, trial_name_creator=dirname),
+        run_config=tune.RunConfig(
+            name=name, storage_path=str((options.runs / "_ray").absolute()), callbacks=[callback], verbose=0,
+            failure_config=tune.FailureConfig(max_failures=options.retries)),
+    )
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # no result.json: by design
+    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)  # failures: our own lines
+    tuner.fit()
+
+
+def _default_asha():
+    from .study import Asha
+
+    return Asha()
+
+
+class StudyRunner:
+    """One `harness run`: lock, plan, recover, launch, summarise. ``out`` receives the progress lines."""
+
+    def __init__(self, study: Study, options: RunOptions, out: Callable[[str], None] = print):
+        self.study, self.options, self.out = study, options, out
+
+    def run(self) -> dict[str, Any]:
+        with RunLock(self.options.db).acquire(self.study.name):
+            store = Store(self.options.db)
+            plan = make_plan(self.study, self.options, store, log=self.out)
+            return self._run(plan, store)
+
+    def _register(self, plan: Plan, store: Store, env: dict) -> int:
+        """Link the plan's trials to the study, recover finished-but-not-ingested ones, link reused dirs."""
+        study = self.study
+        store.register_study(study.name, study.file, plan.planned, study.search.algorithm, dict(study.raw),
+                             [t.key for t in plan.trials])
+        recovered = 0
+        for trial in plan.to_run:
+            run_dir = trial_dir(self.options.runs, study.name, trial.key)
+            output = read_output(run_dir, trial.key)
+            if output is not None:
+                store.ingest(trial, study.name, output, str(run_dir), env)
+                plan.statuses[trial.key] = "completed"
+                recovered += 1
+        done = [t.key for t in plan.trials if plan.statuses.get(t.key) == "completed"]
+        for key, existing in store.run_dirs(done).items():  # trials another study ran: make them visible here
+            link = trial_dir(self.options.runs, study.name, key)
+            if Path(existing).absolute() != link.absolute() and Path(existing).exists() and not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(Path(existing).absolute(), target_is_directory=True)
+        return recovered
+
+    def _run(self, plan: Plan, store: Store) -> dict[str, Any]:
+        from .progress import Progress, StudyCallback
+        from .trial import resolve, run_trial
+
+        study, options = self.study, self.options
+        env = driver_env()
+        recovered = self._register(plan, store, env)
+        self.out(f"study {study.name}: {plan.planned} trials planned, {plan.completed} already complete"
+                 + (f" ({recovered} recovered from result files)" if recovered else "") + f", {plan.remaining} to run")
+        summary = {"planned": plan.planned, "skipped": plan.completed, "completed": 0, "failed": {}, "interrupted": 0}
+        if plan.remaining <= 0:
+            return summary
+        started_here = start_ray(options, log=self.out)
+        try:
+            resources, device = resolve_resources(study.resources, options.device, *cluster_capacity(), warn=self.out)
+            self.out(f"resources per trial: {resources.cpu:g} CPU, {resources.gpu:g} GPU; device {device}; "
+                     f"concurrency {options.concurrency or study.concurrency or 'as many as fit'}")
+            context = {"study": study.name, "runs": str(options.runs.absolute()), "device": device,
+                       "cache_dir": str(options.cache_dir.absolute()), "threads": max(1, int(resources.cpu))}
+            progress = Progress(plan.remaining, study.metric, out=self.out)
+            callback = StudyCallback(store, study.name, options.runs.absolute(), device, env, resolve, progress, self.out)
+
+            def trainable(config):  # a fresh function per study: tune.with_resources mutates what it wraps
+                return run_trial(config)
+
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            if study.search.algorithm == "grid":
+                callback.max_epochs = max(t.train["max_epochs"] for t in plan.to_run)
+                space = {"trial": _grid([t.to_dict() for t in plan.to_run]), "context": context}
+                _tune_run(f"{study.name}-{stamp}", trainable, space, study, options, resources, callback,
+                          dirname=lambda t: t.config["trial"]["key"][:12])
+            else:
+                from ray.tune.search.optuna import OptunaSearch
+
+                for group, points, rewards in plan.groups:
+                    budget = study.search.num_samples - len(points)
+                    if budget <= 0:
+                        continue
+                    self.out(f"optuna search {group.label}: {budget} trials ({len(points)} earlier results reused)")
+                    callback.max_epochs = group.max_epochs()
+                    space = {"group": group.to_config(study.selection.name),
+                             "params": {k: _domain(v) for k, v in group.space.items()}, "context": context}
+                    searcher = OptunaSearch(seed=study.search.seed, points_to_evaluate=points or None,
+                                            evaluated_rewards=rewards or None)
+                    _tune_run(f"{study.name}-{group.id}-{stamp}", trainable, space, study, options, resources,
+                              callback, search_alg=searcher, num_samples=budget, dirname=lambda t: t.trial_id)
+            progress.show(force=True)
+        finally:
+            if started_here:
+                import ray
+
+                ray.shutdown()
+        summary["completed"] = len(callback.completed)
+        summary["failed"] = callback.failed
+        summary["interrupted"] = max(0, progress.total - progress.done - progress.failed)
+        return summary
+
+
+def _grid(values: list) -> Any:
+    from ray import tune
+
+    return tune.grid_search(values)

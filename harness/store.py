@@ -1,0 +1,267 @@
+"""The DuckDB results store: the source of truth for resume, written only by the driver process.
+
+Connections are short (open, one transaction, close), so `harness status` and `harness sql` can read
+between writes; a run holds `<db>.lock` (an flock the kernel drops when the process dies) so a second
+`harness run` on the same database fails fast instead of interleaving writes. Every write is an
+upsert keyed by `trial_key`: ingesting the same trial twice leaves the same rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from .artifacts import EPOCH_COLUMNS, TrialOutput
+from .errors import HarnessError, StoreBusyError
+from .keys import TrialSpec
+
+DEFAULT_DB = "results.duckdb"
+SCHEMA_VERSION = 1
+TRIAL_COLUMNS = ["trial_key", "dataset", "backbone", "method", "variant", "reasoning_steps", "kl_lambda", "tau",
+                 "alpha", "gamma", "seed", "params", "status", "error", "best_epoch", "epochs", "wall_seconds",
+                 "device", "started_at", "finished_at", "env", "pruned", "n_parameters", "run_dir", "dataset_hash"]
+DDL = f"""
+CREATE TABLE IF NOT EXISTS schema_info(version INTEGER);
+CREATE TABLE IF NOT EXISTS trials(
+    trial_key VARCHAR PRIMARY KEY, dataset VARCHAR, backbone VARCHAR, method VARCHAR, variant VARCHAR,
+    reasoning_steps INTEGER, kl_lambda DOUBLE, tau DOUBLE, alpha DOUBLE, gamma DOUBLE, seed BIGINT,
+    params JSON, status VARCHAR CHECK (status IN ('completed', 'failed', 'running')), error VARCHAR,
+    best_epoch INTEGER, epochs INTEGER, wall_seconds DOUBLE, device VARCHAR,
+    started_at TIMESTAMP, finished_at TIMESTAMP, env JSON,
+    pruned BOOLEAN DEFAULT FALSE, n_parameters BIGINT, run_dir VARCHAR, dataset_hash VARCHAR);
+CREATE TABLE IF NOT EXISTS studies(
+    study VARCHAR PRIMARY KEY, file VARCHAR, planned INTEGER, algorithm VARCHAR, definition JSON,
+    updated_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS study_trials(study VARCHAR, trial_key VARCHAR, PRIMARY KEY (study, trial_key));
+CREATE TABLE IF NOT EXISTS epochs(
+    trial_key VARCHAR, epoch INTEGER, train_loss DOUBLE, {", ".join(c + " DOUBLE" for c in EPOCH_COLUMNS[2:-2])},
+    seconds DOUBLE, is_best BOOLEAN, PRIMARY KEY (trial_key, epoch));
+CREATE TABLE IF NOT EXISTS metrics(
+    trial_key VARCHAR, split VARCHAR, step INTEGER, user_group VARCHAR, metric VARCHAR, value DOUBLE);
+CREATE TABLE IF NOT EXISTS sample_ranks(trial_key VARCHAR, split VARCHAR, sample INTEGER, step INTEGER, rank INTEGER);
+CREATE TABLE IF NOT EXISTS step_similarity(
+    trial_key VARCHAR, split VARCHAR, step_a INTEGER, step_b INTEGER, cosine DOUBLE);
+CREATE OR REPLACE VIEW results AS
+    SELECT t.trial_key, t.dataset, t.backbone, t.method, t.variant, t.reasoning_steps, t.kl_lambda, t.tau, t.alpha,
+           t.gamma, t.seed, m.split, m.step, m.metric, m.value
+    FROM trials t JOIN metrics m USING (trial_key)
+    WHERE t.status = 'completed' AND m.user_group = 'all';
+"""
+CHILD_TABLES = ("epochs", "metrics", "sample_ranks", "step_similarity")
+METHOD_PARAMS = {"erl": ("kl_lambda",), "prl": ("tau", "alpha", "gamma")}  # NULL in `trials` for other methods
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def variant(method: dict) -> str:
+    """The paper's name of a method configuration, ablations included."""
+    name = method["name"]
+    if name == "erl" and not method.get("kl_lambda"):
+        return "erl w/o KL"
+    if name == "prl" and method.get("rcl") is False:
+        return "prl w/o RCL"
+    return name
+
+
+def trial_row(spec: TrialSpec, status: str, **extra: Any) -> dict[str, Any]:
+    m = spec.method
+    row = {"trial_key": spec.key, "dataset": spec.dataset, "backbone": spec.model["backbone"], "method": m["name"],
+           "variant": variant(m), "reasoning_steps": m["reasoning_steps"], "seed": spec.seed,
+           "params": json.dumps(spec.params(), sort_keys=True, default=str), "status": status,
+           "dataset_hash": spec.dataset_hash}
+    for name in ("kl_lambda", "tau", "alpha", "gamma"):
+        row[name] = m[name] if name in METHOD_PARAMS.get(m["name"], ()) else None
+    row.update(extra)
+    return row
+
+
+class RunLock:
+    """An exclusive flock on `<db>.lock` for the duration of a `harness run`."""
+
+    def __init__(self, db: str | Path):
+        self.path = Path(f"{db}.lock")
+        self._fd: int | None = None
+
+    def acquire(self, study: str) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 1000).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise StoreBusyError(f"{self.path.with_suffix('')}: in use by another `harness run` ({holder}); wait for "
+                                 "it to finish or pass a different --db") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}, study {study}, since {utcnow():%Y-%m-%d %H:%M:%S} UTC".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def held_elsewhere(self) -> bool:
+        """True when some live `harness run` holds the lock (readers use it to tell running from interrupted)."""
+        if not self.path.exists():
+            return False
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class Store:
+    """Results database at ``path``. ``timeout`` is how long to wait while another process has it open."""
+
+    def __init__(self, path: str | Path = DEFAULT_DB, read_only: bool = False, timeout: float = 30.0):
+        self.path = Path(path)
+        self.read_only = read_only
+        self.timeout = timeout
+        if read_only and not self.path.exists():
+            raise HarnessError(f"{self.path}: no such database (run a study first, or pass --db)")
+        if not read_only:
+            with self.connect() as con:
+                con.execute(DDL)
+                if con.execute("SELECT count(*) FROM schema_info").fetchone()[0] == 0:
+                    con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=self.read_only)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise HarnessError(f"{self.path}: {exc}") from None
+                if time.monotonic() > deadline:
+                    raise StoreBusyError(f"{self.path}: locked by another process for {self.timeout:.0f} s ({exc})") from None
+                time.sleep(0.2)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    # ------------------------------------------------------------------------------------ reads
+    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        with self.connect() as con:
+            return con.execute(sql, params or []).df()
+
+    def statuses(self, keys: Iterable[str] | None = None) -> dict[str, str]:
+        with self.connect() as con:
+            if keys is None:
+                rows = con.execute("SELECT trial_key, status FROM trials").fetchall()
+            else:
+                con.register("wanted", pd.DataFrame({"trial_key": list(keys)}, dtype="string"))
+                rows = con.execute("SELECT trial_key, status FROM trials JOIN wanted USING (trial_key)").fetchall()
+        return dict(rows)
+
+    def run_dirs(self, keys: Iterable[str]) -> dict[str, str]:
+        with self.connect() as con:
+            con.register("wanted", pd.DataFrame({"trial_key": list(keys)}, dtype="string"))
+            return dict(con.execute("SELECT trial_key, run_dir FROM trials JOIN wanted USING (trial_key) "
+                                    "WHERE run_dir IS NOT NULL").fetchall())
+
+    # ------------------------------------------------------------------------------------ writes
+    def register_study(self, study: str, file: str, planned: int, algorithm: str, definition: dict,
+                       keys: Iterable[str] = ()) -> None:
+        """Record the study and link its (known) trials, so `status` can show pending ones."""
+        with self.transaction() as con:
+            con.execute("INSERT OR REPLACE INTO studies VALUES (?, ?, ?, ?, ?, ?)",
+                        [study, file, planned, algorithm, json.dumps(definition, default=str), utcnow()])
+            self._link(con, study, keys)
+
+    @staticmethod
+    def _link(con, study: str, keys: Iterable[str]) -> None:
+        frame = pd.DataFrame({"study": study, "trial_key": list(keys)}, dtype="string")
+        if len(frame):
+            con.register("links", frame)
+            con.execute("INSERT OR IGNORE INTO study_trials SELECT study, trial_key FROM links")
+            con.unregister("links")
+
+    def _upsert_trial(self, con, row: dict[str, Any], keep_completed: bool) -> None:
+        cols = list(row)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != "trial_key")
+        guard = " WHERE trials.status <> 'completed'" if keep_completed else ""
+        con.execute(f"INSERT INTO trials ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                    f"ON CONFLICT (trial_key) DO UPDATE SET {updates}{guard}", list(row.values()))
+
+    def mark_running(self, spec: TrialSpec, study: str, run_dir: str, device: str) -> None:
+        row = trial_row(spec, "running", device=device, run_dir=run_dir, started_at=utcnow(), finished_at=None,
+                        error=None)
+        with self.transaction() as con:
+            self._upsert_trial(con, row, keep_completed=True)
+            self._link(con, study, [spec.key])
+
+    def mark_failed(self, spec: TrialSpec, study: str, error: str, run_dir: str | None = None) -> None:
+        row = trial_row(spec, "failed", error=error, finished_at=utcnow())
+        if run_dir:
+            row["run_dir"] = run_dir
+        with self.transaction() as con:
+            self._upsert_trial(con, row, keep_completed=True)
+            self._link(con, study, [spec.key])
+
+    def ingest(self, spec: TrialSpec, study: str, output: TrialOutput, run_dir: str, env: dict[str, Any],
+               pruned: bool = False) -> None:
+        """Store a finished trial in one transaction (replacing whatever the key had)."""
+        res = output.result
+        row = trial_row(
+            spec, "completed", error=None, best_epoch=res.get("best_epoch"), epochs=len(output.epochs),
+            wall_seconds=res.get("wall_seconds"), device=res.get("device"), started_at=_ts(res.get("started_at")),
+            finished_at=_ts(res.get("finished_at")), env=json.dumps({**env, **res.get("env", {})}, sort_keys=True),
+            pruned=pruned, n_parameters=res.get("n_parameters"), run_dir=run_dir)
+        with self.transaction() as con:
+            self._upsert_trial(con, row, keep_completed=False)
+            self._link(con, study, [spec.key])
+            for table in CHILD_TABLES:
+                con.execute(f"DELETE FROM {table} WHERE trial_key = ?", [spec.key])
+            for table, frame in (("epochs", output.epochs), ("metrics", output.metrics),
+                                 ("sample_ranks", output.ranks), ("step_similarity", output.similarity)):
+                if len(frame):
+                    con.register("incoming", frame)
+                    cols = ", ".join(frame.columns)
+                    con.execute(f"INSERT INTO {table} (trial_key, {cols}) SELECT ?, {cols} FROM incoming",
+                                [spec.key])
+                    con.unregister("incoming")
+
+
+def _ts(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value

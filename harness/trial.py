@@ -1,0 +1,151 @@
+"""The trial function Ray runs: rearec objects from a resolved trial, fit, per-epoch reports, files.
+
+Everything a trial writes goes under its own directory `<runs>/<study>/<trial_key[:12]>/` (see
+harness.artifacts); the driver ingests it into DuckDB. `execute` has no Ray in it and is what tests
+call directly; `run_trial` is the Ray Tune function trainable around it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import shutil
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rearec.config import METRICS, MethodConfig, ModelConfig, TrainConfig
+
+from .artifacts import (
+    RESULT,
+    TrialOutput,
+    epochs_frame,
+    evaluation_frames,
+    trial_dir,
+    write_json,
+    write_parquet,
+)
+from .keys import TrialSpec
+from .store import utcnow
+
+_DATA_CACHE: dict[tuple[str, str], Any] = {}  # reused across trials of one Ray actor (reuse_actors=True)
+
+
+def _load_data(spec: TrialSpec, cache_dir: str):
+    from rearec.data import load_dataset
+
+    from .keys import canonical_json
+
+    key = (canonical_json(spec.dataset_spec), cache_dir)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # one dataset per worker at a time keeps memory flat
+        _DATA_CACHE[key] = load_dataset(spec.dataset_spec, cache_dir)
+    data = _DATA_CACHE[key]
+    if data.content_hash != spec.dataset_hash:
+        raise RuntimeError(f"dataset {spec.dataset}: processed content hash {data.content_hash[:12]} differs from "
+                           f"the planned {spec.dataset_hash[:12]} (the data changed since planning; re-run the study)")
+    return data
+
+
+def _clean(directory: Path) -> None:
+    """Remove what an interrupted earlier attempt left (event files, partial results)."""
+    if directory.is_symlink():
+        directory.unlink()
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+
+
+def trial_env(device: str) -> dict[str, Any]:
+    import torch
+
+    env = {"host": socket.gethostname(), "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
+           "gpu": None, "cuda": torch.version.cuda}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(torch.cuda.current_device())
+    return env
+
+
+def execute(spec: TrialSpec, out_dir: str | Path, cache_dir: str = "data", device: str = "cpu",
+            threads: int | None = None, report: Callable[[dict], None] | None = None) -> TrialOutput:
+    """Train and evaluate one trial, writing TensorBoard events and result files into ``out_dir``."""
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    from rearec.train import fit
+
+    out_dir = Path(out_dir)
+    _clean(out_dir)
+    started = utcnow()
+    write_json(out_dir / "trial.json", {**spec.to_dict(), "started_at": started.isoformat()})
+    if threads:
+        torch.set_num_threads(max(1, int(threads)))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but torch sees no CUDA device on {socket.gethostname()}")
+    data = _load_data(spec, cache_dir)
+    metric = spec.train["selection_metric"]
+    writer = SummaryWriter(log_dir=str(out_dir))
+    writer.add_text("trial", f"`{spec.key}`\n\n{spec.label()}")
+    best = -math.inf
+
+    def on_epoch(log) -> bool:
+        nonlocal best
+        best = max(best, log.valid[metric])
+        writer.add_scalar("train/loss", log.train_loss, log.epoch)
+        writer.add_scalar("train/epoch_seconds", log.seconds, log.epoch)
+        for name, value in log.valid.items():
+            writer.add_scalar(f"valid/{name}", value, log.epoch)
+        for step, values in log.valid_steps.items():
+            for name, value in values.items():
+                writer.add_scalar(f"valid_by_step/{name}/step_{step}", value, log.epoch)
+        writer.flush()
+        if report is not None:  # an ASHA stop ends the thread inside this call (Ray raises SystemExit)
+            report({"epoch": log.epoch, "train_loss": log.train_loss, "epoch_seconds": log.seconds,
+                    **{f"valid/{m}": log.valid[m] for m in METRICS}, f"best_valid/{metric}": best,
+                    "trial_key": spec.key})
+        return False
+
+    try:
+        fitted = fit(data, ModelConfig.from_dict(spec.model), MethodConfig.from_dict(spec.method),
+                     TrainConfig.from_dict(spec.train), device=device, on_epoch=on_epoch)
+        for name, value in fitted.test.metrics().items():  # test only at the epoch chosen on validation
+            writer.add_scalar(f"test/{name}", value, fitted.best_epoch)
+    finally:
+        writer.close()
+    frames = [evaluation_frames(split, ev) for split, ev in (("valid", fitted.valid), ("test", fitted.test))]
+    metrics = pd.concat([f[0] for f in frames], ignore_index=True)
+    ranks = pd.concat([f[1] for f in frames], ignore_index=True)
+    similarity = pd.concat([f[2] for f in frames], ignore_index=True)
+    epochs = epochs_frame(fitted.epochs)
+    for name, frame in (("epochs", epochs), ("metrics", metrics), ("ranks", ranks), ("similarity", similarity)):
+        write_parquet(out_dir / f"{name}.parquet", frame)
+    result = {"key": spec.key, "best_epoch": fitted.best_epoch, "epochs": len(fitted.epochs),
+              "wall_seconds": fitted.wall_seconds, "n_parameters": fitted.n_parameters, "device": device,
+              "started_at": started.isoformat(), "finished_at": utcnow().isoformat(), "env": trial_env(device),
+              "pid": os.getpid()}
+    write_json(out_dir / RESULT, result)  # last: its presence marks the trial complete
+    return TrialOutput(result, epochs, metrics, ranks, similarity)
+
+
+def resolve(config: dict[str, Any]) -> TrialSpec:
+    """The TrialSpec of a Ray trial config: a grid trial carries it, an Optuna trial carries its group."""
+    if "trial" in config:
+        return TrialSpec.from_dict(config["trial"])
+    from .expand import resolve_point
+
+    return resolve_point(config["group"], config.get("params", {}))
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable (`tune.report` per epoch; results as files in the trial directory)."""
+    from ray import tune
+
+    ctx = config["context"]
+    spec = resolve(config)
+    out = trial_dir(ctx["runs"], ctx["study"], spec.key)
+    execute(spec, out, cache_dir=ctx["cache_dir"], device=ctx["device"], threads=ctx.get("threads"),
+            report=tune.report)
