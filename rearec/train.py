@@ -18,6 +18,7 @@ from .data.types import SplitData
 from .evaluate import Evaluation, evaluate
 from .model import ReaRecModel
 from .objectives import noise_std, rcl_loss, uses_rcl, vocab_loss
+from .packing import PackedBatch, build_windows, packed_batches
 
 
 def seed_everything(seed: int) -> None:
@@ -59,26 +60,23 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.Adam(groups, lr=cfg.lr)
 
 
-def train_step(
-    model: ReaRecModel, method: MethodConfig, history: torch.Tensor, target: torch.Tensor,
-    epoch: int, chunk: int,
+def _noise(method: MethodConfig, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    return torch.randn(shape, device=like.device, dtype=like.dtype) * noise_std(method)
+
+
+def backward_loss(
+    model: ReaRecModel, method: MethodConfig, states: torch.Tensor, noisy: torch.Tensor | None,
+    target: torch.Tensor, chunk: int,
 ) -> float:
-    """Forward + backward of one batch (gradients accumulate in .grad); returns the batch loss.
+    """Backward of the method's loss for rows ``states`` (B, K+1, d) -> the batch loss (mean over rows).
 
     The full-vocabulary terms are computed ``chunk`` rows at a time against detached states and their
     gradients pushed back through the encoder in one call, so peak memory holds one chunk's (chunk, K+1, N)
     logits instead of the whole batch's; the result equals the unchunked loss and gradients.
+    RCL (``noisy`` (B, K, d), PRL only) needs in-batch negatives, so it runs on the whole batch.
     """
     B = len(target)
-    r0, caches, key_ok = model.encode_items(history)
-    states = model.reason(r0, caches, key_ok, model.K)  # (B, K+1, d)
-    extra = None
-    if uses_rcl(method, epoch):
-        noise = torch.randn(B, model.K, states.shape[-1], device=states.device) * noise_std(method)
-        if method.formulation == "released":  # the released code duplicates the batch: new dropout masks
-            r0, caches, key_ok = model.encode_items(history)
-        noisy = model.reason_from(r0, caches, key_ok, states, noise)  # (B, K, d)
-        extra = rcl_loss(method, states[:, 1:], noisy)
+    extra = rcl_loss(method, states[:, 1:], noisy) if noisy is not None else None
     item_w = model.item_weights
     if B <= chunk:
         loss = vocab_loss(method, states, item_w, target) / B
@@ -90,7 +88,7 @@ def train_step(
     total = 0.0
     for i in range(0, B, chunk):
         part = vocab_loss(method, detached[i : i + chunk], item_w, target[i : i + chunk]) / B
-        part.backward()  # accumulates into detached.grad and the item embeddings' .grad
+        part.backward()  # accumulates into detached.grad and the item representations' parameters
         total += float(part.detach())
     tensors, grads = [states], [detached.grad]
     if extra is not None:
@@ -99,6 +97,39 @@ def train_step(
         total += float(extra.detach())
     torch.autograd.backward(tensors, grads)
     return total
+
+
+def train_step(
+    model: ReaRecModel, method: MethodConfig, history: torch.Tensor, target: torch.Tensor,
+    epoch: int, chunk: int,
+) -> float:
+    """Forward + backward of one per-row batch, history (B, L_b), target (B,); returns the batch loss."""
+    r0, caches, key_ok = model.encode_items(history)
+    states = model.reason(r0, caches, key_ok, model.K)  # (B, K+1, d)
+    noisy = None
+    if uses_rcl(method, epoch):
+        noise = _noise(method, (len(target), model.K, states.shape[-1]), states)
+        if method.formulation == "released":  # the released code duplicates the batch: new dropout masks
+            r0, caches, key_ok = model.encode_items(history)
+        noisy = model.reason_from(r0, caches, key_ok, states, noise)  # (B, K, d)
+    return backward_loss(model, method, states, noisy, target, chunk)
+
+
+def train_step_packed(model: ReaRecModel, method: MethodConfig, batch: PackedBatch, epoch: int, chunk: int) -> float:
+    """Forward + backward of one packed batch: every prefix of every window is a row (negatives for RCL
+    are all other prefixes in the batch, including the same user's)."""
+    r0, caches, item_mask = model.encode_packed(batch.items, batch.ends)
+    grouped = model.reason_groups(r0, caches, item_mask, model.K)  # (U, P, K+1, d)
+    real = batch.ends >= 0
+    states = grouped[real]  # (N, K+1, d) in the order of batch.target_pos
+    noisy = None
+    if uses_rcl(method, epoch):
+        U, P, _, d = grouped.shape
+        noise = _noise(method, (U, P, model.K, d), grouped)
+        if method.formulation == "released":
+            r0, caches, item_mask = model.encode_packed(batch.items, batch.ends)
+        noisy = model.reason_groups(r0, caches, item_mask, model.K, feed=grouped, noise=noise)[:, :, 1:][real]
+    return backward_loss(model, method, states, noisy, batch.targets[real], chunk)
 
 
 def fit(
@@ -128,16 +159,31 @@ def fit(
     popularity = data.item_popularity()
     autocast = train_cfg.amp and device.type == "cuda"
     metric = train_cfg.selection_metric
+    packed = train_cfg.training == "packed"
+    if packed:
+        if model.bidirectional:
+            raise ValueError("training: 'packed' needs a causal backbone; BERT4Rec's bidirectional item attention "
+                             "is not prefix-consistent -- use 'bucketed'")
+        windows = build_windows(data.train_sequences, model_cfg.max_len)
+
+    def epoch_batches():
+        if packed:
+            return packed_batches(data.train_sequences, windows, train_cfg.batch_size, rng, device)
+        return train_batches(data.train, train_cfg.batch_size, train_cfg.training, rng, device)
+
     logs: list[EpochLog] = []
     best_value, best_epoch, best_state = -np.inf, 0, None
     for epoch in range(1, train_cfg.max_epochs + 1):
         t0 = time.perf_counter()
         model.train()
         losses = []
-        for history, target in train_batches(data.train, train_cfg.batch_size, train_cfg.training, rng, device):
+        for batch in epoch_batches():
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                losses.append(train_step(model, method_cfg, history, target, epoch, train_cfg.loss_chunk))
+                if packed:
+                    losses.append(train_step_packed(model, method_cfg, batch, epoch, train_cfg.loss_chunk))
+                else:
+                    losses.append(train_step(model, method_cfg, *batch, epoch, train_cfg.loss_chunk))
             if train_cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
             optimizer.step()
