@@ -16,8 +16,8 @@ from .types import SplitData
 
 log = logging.getLogger(__name__)
 
-ITEM_INDEX_RULE = "items 1..n by first appearance in time (timestamp, then file order); 0 = padding"
-USER_INDEX_RULE = "users 0..U-1 with at least one row, by first appearance in time"
+ITEM_INDEX_RULE = "items 1..n by first timestamp, ties by raw id; 0 = padding"
+USER_INDEX_RULE = "users 0..U-1 with at least one row, by first timestamp, ties by raw id; rows by (user, time)"
 
 
 def resolve_spec(spec: str | Mapping[str, Any] | DatasetSpec) -> DatasetSpec:

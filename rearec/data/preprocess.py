@@ -11,8 +11,10 @@ Pipeline (shared/reference/official-code.md §5):
 7. train vocabulary = train targets and every item in a train row's history; eval rows: target rating
    filter, history >= min_history_eval, target and *every* history item in the vocabulary.
 
-Ids: items are numbered 1..n in order of first appearance in time (timestamp, then file order) among the
-vocabulary; users 0..U-1 likewise among users with at least one row. Deterministic for a given input.
+Ids: items are numbered 1..n by their first timestamp (ties: raw id order) among the vocabulary; users
+0..U-1 likewise among users with at least one row; rows and sequences are ordered by (user, time). So the
+output depends on the logical log only, not on how the file orders users (within a user, equal
+timestamps keep file order).
 """
 
 from __future__ import annotations
@@ -76,12 +78,17 @@ def kcore(user: np.ndarray, item: np.ndarray, k: int) -> np.ndarray:
         keep = new
 
 
-def _first_appearance(codes: np.ndarray, time_order: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Codes in ``wanted`` (a bool mask over code values) sorted by first position in ``time_order``."""
-    seq = codes[time_order]
-    uniq, first = np.unique(seq, return_index=True)
-    uniq, first = uniq[wanted[uniq]], first[wanted[uniq]]
-    return uniq[np.argsort(first, kind="stable")]
+def _by_first_time(codes: np.ndarray, ts: np.ndarray, wanted: np.ndarray, raw_ids: np.ndarray) -> np.ndarray:
+    """Code values in ``wanted`` (a bool mask over codes) ordered by their first timestamp, then raw id.
+
+    Independent of file layout, so the same log in two file formats gets the same ids.
+    """
+    first = np.full(len(wanted), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, codes, ts)
+    cand = np.flatnonzero(wanted)
+    id_rank = np.empty(len(cand), dtype=np.int64)
+    id_rank[np.argsort(raw_ids[cand].astype(str), kind="stable")] = np.arange(len(cand))
+    return cand[np.lexsort((id_rank, first[cand]))]
 
 
 def _split_ids(spec: DatasetSpec, ts: np.ndarray, pos: np.ndarray, seg: np.ndarray, starts: np.ndarray,
@@ -129,7 +136,6 @@ def process(spec: DatasetSpec, raw: RawData) -> Processed:
     user_uniq, item_uniq = np.asarray(user_uniq, dtype=object), np.asarray(item_uniq, dtype=object)
     user_codes, item_codes = user_codes.astype(np.int64), item_codes.astype(np.int64)
     ts, rating = raw.timestamp, raw.rating
-    orig = np.arange(len(ts))
 
     keep = np.ones(len(ts), dtype=bool)
     if spec.rating_above is not None and spec.rating_filter == "interactions":
@@ -141,18 +147,18 @@ def process(spec: DatasetSpec, raw: RawData) -> Processed:
     order = np.flatnonzero(keep)
     order = order[np.argsort(ts[order], kind="stable")]
     order = order[np.argsort(user_codes[order], kind="stable")]
-    u, i, t, o = user_codes[order], item_codes[order], ts[order], orig[order]
+    u, i, t = user_codes[order], item_codes[order], ts[order]
     r = rating[order] if rating is not None else None
     if spec.dedup and len(u):
         _, first = np.unique(u * (int(item_codes.max()) + 1) + i, return_index=True)
         mask = np.zeros(len(u), dtype=bool)
         mask[first] = True  # np.unique's first index is the earliest in time (arrays sorted by user, time)
-        u, i, t, o = u[mask], i[mask], t[mask], o[mask]
+        u, i, t = u[mask], i[mask], t[mask]
         r = r[mask] if r is not None else None
         notes["after_dedup"] = int(len(u))
     if len(u):
         mask = kcore(u, i, spec.kcore)
-        u, i, t, o = u[mask], i[mask], t[mask], o[mask]
+        u, i, t = u[mask], i[mask], t[mask]
         r = r[mask] if r is not None else None
     if len(u) == 0:
         what = f"{spec.kcore}-core" if spec.kcore > 1 else "filtering"
@@ -208,30 +214,33 @@ def process(spec: DatasetSpec, raw: RawData) -> Processed:
             raise DataError(raw.file, "", f"no {name} rows remain after filtering ({notes[f'{name}_candidates']} "
                             f"interactions fall in the {name} period; check split, min_history_*, rating_above)")
 
-    # Deterministic ids by first appearance in time order (timestamp, then file order).
-    time_order = np.lexsort((o, t))
-    items_sorted = _first_appearance(i, time_order, vocab)
+    # Deterministic ids by first appearance in time (ties: raw id order).
+    items_sorted = _by_first_time(i, t, vocab, item_uniq)
     item_index = np.zeros(len(item_uniq), dtype=np.int64)
     item_index[items_sorted] = np.arange(1, len(items_sorted) + 1)
     any_row = masks["train"] | masks["valid"] | masks["test"]
     wanted_users = np.zeros(len(user_uniq), dtype=bool)
     wanted_users[u[any_row]] = True
-    users_sorted = _first_appearance(u, time_order, wanted_users)
+    users_sorted = _by_first_time(u, t, wanted_users, user_uniq)
     user_index = np.full(len(user_uniq), -1, dtype=np.int64)
     user_index[users_sorted] = np.arange(len(users_sorted))
 
-    new_item = item_index[i]  # 0 for out-of-vocabulary items (never used in a kept row)
-    rows = {name: _rows(np.flatnonzero(mask), user_index[u], new_item, t, pos, spec.max_len)
-            for name, mask in masks.items()}
+    new_item, new_user = item_index[i], user_index[u]  # item 0 = out of vocabulary (in no kept row)
+
+    def by_user(mask: np.ndarray) -> np.ndarray:
+        # Positions ordered by (user index, time): users are contiguous, so a stable sort by user suffices.
+        positions = np.flatnonzero(mask)
+        return positions[np.argsort(new_user[positions], kind="stable")]
+
+    rows = {name: _rows(by_user(mask), new_user, new_item, t, pos, spec.max_len) for name, mask in masks.items()}
     # Training sequences: a user's interactions up to the last train row; train rows are the marked ones.
-    seq_pos = np.flatnonzero(in_train_seq)
-    seq_users_raw = u[seq_pos]
-    _, seq_counts = np.unique(seg[seq_pos], return_counts=True)
+    seq_pos = by_user(in_train_seq)
+    seq_user, seq_counts = np.unique(new_user[seq_pos], return_counts=True)
     seq_offsets = np.concatenate([[0], np.cumsum(seq_counts)]).astype(np.int64)
     item_ids = np.concatenate([[""], item_uniq[items_sorted].astype(str)]).astype(object)
     return Processed(
         rows=rows,
-        seq_user=user_index[seq_users_raw[seq_offsets[:-1]]],
+        seq_user=seq_user.astype(np.int64),
         seq_offsets=seq_offsets,
         seq_items=new_item[seq_pos],
         seq_is_target=train_row[seq_pos],
@@ -260,7 +269,8 @@ def to_rows(part: dict[str, np.ndarray], max_len: int) -> Rows:
     offsets, values = part["hist_offsets"], part["hist_items"]
     n = len(part["target"])
     lens = np.diff(offsets)
-    history = np.full((n, max_len), PAD, dtype=np.int64)
+    history = np.zeros((n, max_len), dtype=np.int64)  # PAD == 0; calloc'd pages are cheap to allocate
+    assert PAD == 0
     row_of = np.repeat(np.arange(n), lens)
     col = max_len - lens[row_of] + (np.arange(len(values)) - offsets[:-1][row_of])
     history[row_of, col] = values

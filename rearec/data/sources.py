@@ -233,7 +233,7 @@ def read_jsonl(path: Path, schema: dict[str, str] | None, columns: list[str] | N
             raise _diagnose_jsonl(path, schema, str(exc)) from None
     else:
         try:
-            chunks = pd.read_json(path, lines=True, dtype=False, chunksize=200_000, convert_dates=False,
+            chunks = pd.read_json(path, lines=True, dtype=False, chunksize=200_000,
                                   compression="gzip" if str(path).endswith(".gz") else None)
             frame = pd.concat([c.reindex(columns=columns) for c in chunks], ignore_index=True)
         except ValueError as exc:
