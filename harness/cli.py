@@ -142,9 +142,20 @@ def cmd_sql(args) -> int:
 
 
 def cmd_report(args) -> int:
-    print(f"harness report {args.study}: not implemented yet (it comes with the reports issue); query the "
-          "results with `harness sql` meanwhile", file=sys.stderr)
-    return EXIT_USAGE
+    from .report import build_report
+
+    study = args.study
+    if study.endswith((".yaml", ".yml")):  # a study file names its study
+        if not Path(study).is_file():
+            print(f"harness: error: {study}: no such study file (pass a study name or an existing study file)",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        from .study import load_study
+
+        study = load_study(study).name
+    readme = build_report(args.db, study, args.out)
+    _out(f"report for study {study}: {readme}")
+    return EXIT_OK
 
 
 def cmd_tensorboard(args) -> int:
@@ -231,8 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", help='e.g. "SELECT method, count(*) FROM trials GROUP BY method"')
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
-    p = command("report", cmd_report, "write a study's tables and figures (not implemented yet)")
-    p.add_argument("study")
+    p = command("report", cmd_report, "write a study's tables (Markdown, CSV, LaTeX) and figures (PNG) to "
+                                      "<out>/<study>/, from SQL views it (re)creates in the database")
+    p.add_argument("study", help="study name (as `harness status` lists it) or its study file")
+    p.add_argument("--out", default="reports", help="reports folder (default: ./reports)")
 
     p = command("tensorboard", cmd_tensorboard, "start TensorBoard on a study's trials, bound to 127.0.0.1")
     p.add_argument("study", help="study name (its trial directories are <runs>/<study>/)")
