@@ -173,25 +173,18 @@ def cmd_tensorboard(args) -> int:
         return EXIT_OK
 
 
-def _dataset_arg(text: str):
-    """A dataset named on the command line: a built-in name, a file path, or a YAML mapping."""
-    from .yamlio import parse_value
-
-    return parse_value(text, "dataset") if text.lstrip().startswith("{") else text
-
-
 def cmd_data(args) -> int:
-    from rearec.data import DataError, dataset_stats, format_stats, load_dataset, prepare
+    from rearec.data import DataError
+    from rearec.data.cli_support import list_command, prepare_command, stats_command
     from rearec.errors import ConfigError
 
     try:
         if args.data_command == "prepare":
-            for text in args.datasets:
-                folder = prepare(_dataset_arg(text), args.cache_dir, rebuild=args.rebuild)
-                _out(f"{text}: prepared in {folder}")
+            prepare_command(args.datasets, args.cache_dir, raw_dir=args.raw_dir, rebuild=args.rebuild, echo=_out)
+        elif args.data_command == "stats":
+            _out(stats_command(args.datasets, args.cache_dir, raw_dir=args.raw_dir, fmt=args.format))
         else:
-            stats = [dataset_stats(load_dataset(_dataset_arg(t), args.cache_dir)) for t in args.datasets]
-            _out(format_stats(stats))
+            _out(list_command())
     except (DataError, ConfigError) as exc:
         raise HarnessError(f"data: {exc}") from None
     return EXIT_OK
@@ -252,17 +245,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="runs", help="runs folder (default: ./runs)")
     p.add_argument("--port", type=int, default=6006)
 
-    p = command("data", cmd_data, "prepare datasets or print their statistics (the paper's Table 1)")
+    p = command("data", cmd_data, "prepare datasets, print their statistics (the paper's Table 1), list built-ins")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    for name, text in (("prepare", "preprocess, split and cache datasets"), ("stats", "print Table 1 statistics")):
+    for name, text in (("prepare", "preprocess, split and cache datasets (reuses a good cache)"),
+                       ("stats", "print Table 1 statistics (prepares first if needed)"),
+                       ("list", "list the built-in datasets and the raw files each needs")):
         d = dsub.add_parser(name, help=text, description=text)
+        d.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=DB_HELP + " (unused by data commands)")
+        if name == "list":
+            continue
         d.add_argument("datasets", nargs="+", metavar="DATASET",
                        help="a built-in name (synthetic, yelp, amazon2023-video-games, ...), an interactions file, "
-                            "or a YAML mapping like '{interactions: f.tsv.gz, kcore: 5}'")
+                            "or a JSON mapping like '{\"interactions\": \"f.tsv.gz\", \"kcore\": 5}'")
         d.add_argument("--cache-dir", default="data", help="dataset cache folder (default: ./data)")
-        d.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=DB_HELP + " (unused here)")
+        d.add_argument("--raw-dir", help="folder of the raw files of a built-in Yelp / Amazon 2023 dataset "
+                                         "(default: <cache-dir>/raw/<name>)")
         if name == "prepare":
             d.add_argument("--rebuild", action="store_true", help="rebuild even if a good cache exists")
+        else:
+            d.add_argument("--format", choices=("markdown", "json"), default="markdown")
     return parser
 
 
@@ -281,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `harness sql ... | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

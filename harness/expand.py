@@ -200,13 +200,13 @@ def search_groups(study: Study, datasets: list[DatasetRef] | None = None) -> lis
         space = {k: v for k, v in params.items() if isinstance(v, (Choice, Range))}
         for seed in study.seeds:
             group = SearchGroup(dataset, backbone, entry, seed, pinned, space, sources)
-            for name, dim in space.items():
-                ends = dim.values if isinstance(dim, Choice) else (dim.low, dim.high)
-                for value in ends:
-                    build_trial(study, dataset, backbone, entry, {**pinned, name: value}, seed,
-                                {**sources, name: dim.source})
-            build_trial(study, dataset, backbone, entry, {**pinned, **{k: (d.values[0] if isinstance(d, Choice) else d.low)
-                                                                           for k, d in space.items()}}, seed, sources)
+            first = {k: (d.values[0] if isinstance(d, Choice) else d.low) for k, d in space.items()}
+            for name, dim in space.items():  # every choice and both ends of every range, one at a time
+                for i, value in enumerate(dim.values if isinstance(dim, Choice) else (dim.low, dim.high)):
+                    where = f"{dim.source}[{i}]" if isinstance(dim, Choice) else dim.source
+                    build_trial(study, dataset, backbone, entry, {**pinned, **first, name: value}, seed,
+                                {**sources, name: where})
+            build_trial(study, dataset, backbone, entry, {**pinned, **first}, seed, sources)
             groups.append(group)
     return groups
 

@@ -14,7 +14,7 @@ from rearec.config import METRICS
 
 from .artifacts import EPOCH_COLUMNS, TrialOutput, read_output, trial_dir
 from .keys import TrialSpec
-from .store import Store
+from .store import Store, utcnow
 
 
 def _clock(seconds: float) -> str:
@@ -29,7 +29,7 @@ class Progress:
     def __init__(self, total: int, metric: str, out: Callable[[str], None] = print, every: float = 15.0):
         self.total, self.metric, self.out, self.every = total, metric, out, every
         self.start = time.monotonic()
-        self.running: set[str] = set()
+        self.running: dict[str, float] = {}  # trial id -> fraction of its max_epochs reported so far
         self.done = self.failed = 0
         self.best: float | None = None
         self.best_label = ""
@@ -41,11 +41,12 @@ class Progress:
         return max(0, self.total - self.done - self.failed - len(self.running))
 
     def eta(self) -> str:
-        finished = self.done + self.failed
-        if not finished:
+        """Elapsed time scaled by the work left; running trials count by their epochs (early stopping
+        makes this pessimistic)."""
+        finished = self.done + self.failed + sum(self.running.values())
+        if finished <= 0:
             return "?"
-        left = self.total - finished
-        return _clock((time.monotonic() - self.start) / finished * left)
+        return _clock((time.monotonic() - self.start) / finished * (self.total - finished))
 
     def line(self) -> str:
         best = f"{self.best:.4f} ({self.best_label})" if self.best is not None else "-"
@@ -99,7 +100,7 @@ def pruned_output(spec: TrialSpec, reports: list[dict[str, Any]], device: str, s
     best_epoch = int(epochs.loc[epochs["is_best"], "epoch"].max()) if len(epochs) and epochs["is_best"].any() else None
     empty = pd.DataFrame(columns=["split", "step", "user_group", "metric", "value"])
     result = {"key": spec.key, "best_epoch": best_epoch, "wall_seconds": float(epochs["seconds"].sum()),
-              "device": device, "started_at": started, "finished_at": pd.Timestamp.utcnow().tz_localize(None).isoformat()}
+              "device": device, "started_at": started, "finished_at": utcnow().isoformat()}
     return TrialOutput(result, epochs, empty, pd.DataFrame(columns=["split", "sample", "step", "rank"]),
                        pd.DataFrame(columns=["split", "step_a", "step_b", "cosine"]))
 
@@ -125,15 +126,17 @@ class StudyCallback(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         spec = self._spec(trial)
         self.reports[trial.trial_id] = []
-        self.started[trial.trial_id] = pd.Timestamp.utcnow().tz_localize(None).isoformat()
+        self.started[trial.trial_id] = utcnow().isoformat()
         self.store.mark_running(spec, self.study, str(trial_dir(self.runs, self.study, spec.key)), self.device)
-        self.progress.running.add(trial.trial_id)
+        self.progress.running[trial.trial_id] = 0.0
         self.progress.show()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.reports.setdefault(trial.trial_id, []).append(dict(result))
         spec = self._spec(trial)
         self.progress.observe(result.get(self.progress.metric), f"{spec.method['name']} {spec.short}")
+        if trial.trial_id in self.progress.running:
+            self.progress.running[trial.trial_id] = min(1.0, result.get("epoch", 0) / spec.train["max_epochs"])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         spec = self._spec(trial)
@@ -145,7 +148,7 @@ class StudyCallback(tune.Callback):
                                    self.started.get(trial.trial_id, ""))
         self.store.ingest(spec, self.study, output, str(run_dir), self.env, pruned=pruned)
         self.completed.append(spec.key)
-        self.progress.running.discard(trial.trial_id)
+        self.progress.running.pop(trial.trial_id, None)
         self.progress.done += 1
         if pruned:
             self.out(f"pruned by ASHA after {len(output.epochs)} epochs: {spec.label()}")
@@ -156,7 +159,7 @@ class StudyCallback(tune.Callback):
         error = error_text(trial)
         self.store.mark_failed(spec, self.study, error, str(trial_dir(self.runs, self.study, spec.key)))
         self.failed[spec.key] = error
-        self.progress.running.discard(trial.trial_id)
+        self.progress.running.pop(trial.trial_id, None)
         self.progress.failed += 1
         self.out(f"FAILED {spec.label()}: {summary_line(error)}")
         self.progress.show()

@@ -316,7 +316,8 @@ class StudyRunner:
                     callback.max_epochs = group.max_epochs()
                     space = {"group": group.to_config(study.selection.name),
                              "params": {k: _domain(v) for k, v in group.space.items()}, "context": context}
-                    searcher = OptunaSearch(seed=study.search.seed, points_to_evaluate=points or None,
+                    # a seed per resume step: the same seed would redraw the first run's (random start-up) points
+                    searcher = OptunaSearch(seed=study.search.seed + len(points), points_to_evaluate=points or None,
                                             evaluated_rewards=rewards or None)
                     _tune_run(f"{study.name}-{group.id}-{stamp}", trainable, space, study, options, resources,
                               callback, search_alg=searcher, num_samples=budget, dirname=lambda t: t.trial_id)

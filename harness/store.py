@@ -27,17 +27,17 @@ from .keys import TrialSpec
 
 DEFAULT_DB = "results.duckdb"
 SCHEMA_VERSION = 1
-TRIAL_COLUMNS = ["trial_key", "dataset", "backbone", "method", "variant", "reasoning_steps", "kl_lambda", "tau",
-                 "alpha", "gamma", "seed", "params", "status", "error", "best_epoch", "epochs", "wall_seconds",
-                 "device", "started_at", "finished_at", "env", "pruned", "n_parameters", "run_dir", "dataset_hash"]
+# The issue's columns first (users' SQL relies on them), then the harness's own.
+TRIAL_COLUMNS = ["trial_key", "dataset", "backbone", "method", "reasoning_steps", "kl_lambda", "tau", "alpha", "gamma",
+                 "seed", "params", "status", "error", "best_epoch", "epochs", "wall_seconds", "device", "started_at",
+                 "finished_at", "env", "variant", "pruned", "n_parameters", "run_dir", "dataset_hash"]
 DDL = f"""
 CREATE TABLE IF NOT EXISTS schema_info(version INTEGER);
 CREATE TABLE IF NOT EXISTS trials(
-    trial_key VARCHAR PRIMARY KEY, dataset VARCHAR, backbone VARCHAR, method VARCHAR, variant VARCHAR,
-    reasoning_steps INTEGER, kl_lambda DOUBLE, tau DOUBLE, alpha DOUBLE, gamma DOUBLE, seed BIGINT,
+    trial_key VARCHAR PRIMARY KEY, dataset VARCHAR, backbone VARCHAR, method VARCHAR, reasoning_steps INTEGER, kl_lambda DOUBLE, tau DOUBLE, alpha DOUBLE, gamma DOUBLE, seed BIGINT,
     params JSON, status VARCHAR CHECK (status IN ('completed', 'failed', 'running')), error VARCHAR,
     best_epoch INTEGER, epochs INTEGER, wall_seconds DOUBLE, device VARCHAR,
-    started_at TIMESTAMP, finished_at TIMESTAMP, env JSON,
+    started_at TIMESTAMP, finished_at TIMESTAMP, env JSON, variant VARCHAR,
     pruned BOOLEAN DEFAULT FALSE, n_parameters BIGINT, run_dir VARCHAR, dataset_hash VARCHAR);
 CREATE TABLE IF NOT EXISTS studies(
     study VARCHAR PRIMARY KEY, file VARCHAR, planned INTEGER, algorithm VARCHAR, definition JSON,
@@ -211,7 +211,11 @@ class Store:
 
     @staticmethod
     def _link(con, study: str, keys: Iterable[str]) -> None:
-        frame = pd.DataFrame({"study": study, "trial_key": list(keys)}, dtype="string")
+        keys = list(keys)
+        if len(keys) == 1:
+            con.execute("INSERT OR IGNORE INTO study_trials VALUES (?, ?)", [study, keys[0]])
+            return
+        frame = pd.DataFrame({"study": study, "trial_key": keys}, dtype="string")
         if len(frame):
             con.register("links", frame)
             con.execute("INSERT OR IGNORE INTO study_trials SELECT study, trial_key FROM links")

@@ -205,7 +205,8 @@ def _range(name: str, spec: Mapping, path: str) -> Range:
         raise ConfigError(path, f"{name!r} is not numeric; use a list or {{values: [...]}}")
     if tp is int and (low != int(low) or high != int(high)):
         raise ConfigError(path, f"{name!r} is an integer parameter; low and high must be integers")
-    return Range(float(low), float(high), log, tp is int, path)
+    cast = int if tp is int else float
+    return Range(cast(low), cast(high), log, tp is int, path)
 
 
 def _param_value(name: str, value: Any, path: str) -> Any:
