@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import os
 import statistics
 import sys
 import time
@@ -197,13 +198,16 @@ def main() -> None:
         sizes = build_db(db)
         print(f"built {db} in {time.perf_counter() - start:.1f} s: " + ", ".join(f"{k} {v:,}" for k, v in sizes.items()))
     build_report(db, "bench", args.out)  # warm-up: imports, font cache
-    times = []
+    times, cpu = [], []
     for _ in range(args.repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         readme = build_report(db, "bench", args.out)
         times.append(time.perf_counter() - start)
-    print(f"build_report over {db} ({db.stat().st_size / 2**20:.0f} MiB): median {statistics.median(times):.2f} s "
-          f"over {len(times)} runs ({', '.join(f'{t:.2f}' for t in times)}); report: {readme}")
+        cpu.append(time.process_time() - start_cpu)  # all threads of this process: DuckDB's and the figures'
+    load = os.getloadavg()[0]
+    print(f"build_report over {db} ({db.stat().st_size / 2**20:.0f} MiB, {os.cpu_count()} CPUs, load average "
+          f"{load:.1f}): median {statistics.median(times):.2f} s wall, {statistics.median(cpu):.2f} s CPU over "
+          f"{len(times)} runs (wall {', '.join(f'{t:.2f}' for t in times)}); report: {readme}")
 
 
 if __name__ == "__main__":

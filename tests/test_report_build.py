@@ -82,6 +82,7 @@ def test_missing_failed_and_running_cells_say_why(demo):
     assert table.loc["naive", "trials"] == "0/3: 3 pending" and pd.isna(table.loc["naive", "ndcg@20_mean"])
     assert "| Naive | – | pending | pending | pending | pending |" in text
     assert "21 planned · 16 completed · 1 failed · 1 running · 3 pending" in text and "partial" in text
+    assert "the running ones were interrupted" in text  # no `harness run` holds the database
     assert "| failed | synthetic | sasrec | +PRL | 2 | 2 |" in text and FAILED[2] in text
     rows = pd.read_csv(folder / "trials_not_completed.csv")
     assert set(rows.status) == {"failed", "running"} and rows.error.str.contains("CUDA out of memory").any()

@@ -7,7 +7,7 @@ import pandas as pd
 from . import figures
 from .context import MAX_PANELS, Context, Section, absent
 from .frames import GROUP, ordered
-from .tables import Table, fmt_mean_ci, fmt_number, fmt_pct, variant_label
+from .tables import Table, fmt_mean_ci, fmt_number, fmt_pct, variant_label, write_csv
 
 MAIN = "ndcg@20"
 MAX_COMBOS = 6  # dataset x backbone x variant blocks shown in Markdown and figures; the CSV has all
@@ -73,17 +73,18 @@ def oracle(ctx: Context) -> Section:
     data["oracle_vs_base_pct"] = 100 * (data.oracle_mean / data.base_mean - 1)
     data["oracle_vs_output_pct"] = 100 * (data.oracle_mean / data.output_mean - 1)
     main = data[data.metric == MAIN]
+    share_text = {key: ", ".join(f"{int(step)}: {100 * share:.0f}%" for step, share in
+                                 sorted(zip(part.step, part.share, strict=True)))
+                  for key, part in shares.groupby([*GROUP, "variant"])}
     rows = []
     for r in main.itertuples(index=False):
-        s = shares[(shares.dataset == r.dataset) & (shares.backbone == r.backbone) & (shares.variant == r.variant)]
         rows.append({"Dataset": r.dataset, "Backbone": r.backbone, "Method": variant_label(r.variant),
                      "K": int(r.reasoning_steps), "Base": fmt_mean_ci(r.base_mean, r.base_ci95),
                      "Output": fmt_mean_ci(r.output_mean, r.output_ci95),
                      "Oracle": fmt_mean_ci(r.oracle_mean, r.oracle_ci95),
                      "Output vs Base": fmt_pct(r.output_vs_base_pct), "Oracle vs Base": fmt_pct(r.oracle_vs_base_pct),
                      "Oracle vs Output": fmt_pct(r.oracle_vs_output_pct),
-                     "Best step (share)": ", ".join(f"{int(x.step)}: {100 * x.share:.0f}%"
-                                                    for x in s.sort_values("step").itertuples())})
+                     "Best step (share)": share_text.get((r.dataset, r.backbone, r.variant), "–")})
     table = Table("table_oracle", "Post-hoc oracle: test NDCG@20 when each sample takes its best step 0..K",
                   data, pd.DataFrame(rows),
                   ["Oracle: per test sample the step 0..K that ranks the target highest (a post-hoc upper bound, "
@@ -93,11 +94,13 @@ def oracle(ctx: Context) -> Section:
     section = Section(key, title, True, [], [table], views=views)
     if not shares.empty:
         shares_path = ctx.out / "table_oracle_best_step.csv"
-        ordered(shares, ctx.order).to_csv(shares_path, index=False)
+        write_csv(ordered(shares, ctx.order), shares_path)
         table.notes.append(f"Best-step shares per dataset, backbone and method: [`{shares_path.name}`]"
                            f"({shares_path.name}).")
-    fig = main.head(MAX_PANELS).assign(label=lambda f: [f"{d}/{b}\n{variant_label(v)}" for d, b, v in
-                                                        zip(f.dataset, f.backbone, f.variant, strict=True)])
+    priority = main.assign(_p=main.variant.map({"prl": 0, "erl": 1}).fillna(2)).sort_values("_p", kind="stable")
+    fig = priority.drop(columns="_p").head(MAX_PANELS)
+    fig = fig.assign(label=[f"{d}\n{b}\n{variant_label(v)}" for d, b, v in
+                            zip(fig.dataset, fig.backbone, fig.variant, strict=True)])
     ctx.figure(figures.bars_figure, fig, [("base_mean", "Base", "base_ci95", figures.COLORS["base"]),
                               ("output_mean", "Output", "output_ci95", "#1f77b4"),
                               ("oracle_mean", "Oracle step", "oracle_ci95", "#d62728")],

@@ -15,11 +15,11 @@ from rearec.errors import did_you_mean
 from ..datasets import parse_datasets
 from ..errors import HarnessError
 from ..keys import PROTOCOL
-from ..store import Store
+from ..store import RunLock, Store
 from . import analyses, sections
 from .context import Context, Section
 from .status import cell_status, describe_cell, expected_cells, first_line, parse_definition
-from .tables import table_markdown, to_markdown, variant_label, write_table
+from .tables import table_markdown, to_markdown, variant_label, write_csv, write_table
 from .views import create_views, describe, snapshot_study
 
 SECTIONS = (sections.overall, sections.steps, sections.sensitivity, sections.ablation, analyses.subgroups,
@@ -85,12 +85,15 @@ STATISTICS = """- Cells with two or more seeds show mean ± the 95 % confidence 
   and adjusted p-values (`*_p_seeds`, `*_p_seeds_holm`, `*_p_samples`, `*_p_samples_holm`)."""
 
 
-def _status_lines(info: dict, counts: dict, cells: pd.DataFrame) -> list[str]:
+def _status_lines(info: dict, counts: dict, live: bool) -> list[str]:
     done, failed, running = (counts.get(s, 0) for s in ("completed", "failed", "running"))
     planned = int(info["planned"] or 0)
     pending = max(0, planned - done - failed - running)
     line = (f"**Trials:** {planned} planned · {done} completed · {failed} failed · {running} running · "
             f"{pending} pending.")
+    if running and not live:
+        line += (" No `harness run` holds this database now, so the running ones were interrupted: run the study "
+                 "again to finish them.")
     if done < planned:
         line += " **This report is partial**: cells without completed trials say why (see Trials not completed)."
     return [line]
@@ -105,7 +108,7 @@ def _not_completed(ctx: Context, folder: Path) -> list[str]:
         return ["Every planned trial is complete."]
     out = []
     if len(rows):
-        rows.to_csv(folder / "trials_not_completed.csv", index=False)
+        write_csv(rows, folder / "trials_not_completed.csv")
         shown = pd.DataFrame({"Status": rows.status, "Dataset": rows.dataset, "Backbone": rows.backbone,
                               "Method": rows.variant.map(variant_label), "K": rows.reasoning_steps,
                               "Seed": rows.seed, "Trial": rows.trial_key.str[:12],
@@ -145,6 +148,7 @@ def build_report(db_path: str | Path, study: str, out_dir: str | Path = "reports
     store = Store(db)  # read-write: the views are (re)created in the database for `harness sql`
     folder = Path(out_dir) / study
     with store.connect() as con:
+        con.execute("SET enable_progress_bar = false")  # the CLI prints one line, not DuckDB's progress bars
         created = create_views(con)
         info = _study_row(con, db, study)
         snapshot_study(con, study)
@@ -173,7 +177,7 @@ def build_report(db_path: str | Path, study: str, out_dir: str | Path = "reports
     lines += [f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `harness report {study}` from "
               f"`{db}` (study file `{info['file']}`, {info['algorithm']} search, registered "
               f"{info['updated_at']:%Y-%m-%d %H:%M} UTC).", ""]
-    lines += _status_lines(info, counts, cells) + [""]
+    lines += _status_lines(info, counts, RunLock(db).held_elsewhere()) + [""]
     lines += ["Sections: " + " · ".join(f"[{s.title.split(' (')[0].split(':')[0]}](#{_anchor(s.title)})"
                                          + ("" if s.present else " (no data)") for s in results), ""]
     for section in results:

@@ -28,8 +28,12 @@ class Context:
     _frames: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def q(self, sql: str, *params: Any) -> pd.DataFrame:
-        """Run ``sql`` with the study name as its first parameter."""
-        return self.con.execute(sql, [self.study, *params]).df()
+        """Run ``sql`` with the study name as its first parameter (string columns as Python objects: the
+        sections look values up row by row, which Arrow-backed strings make slow)."""
+        frame = self.con.execute(sql, [self.study, *params]).df()
+        for col in frame.columns[frame.dtypes == "str"]:
+            frame[col] = frame[col].astype(object)
+        return frame
 
     def frame(self, view: str) -> pd.DataFrame:
         """Every row of ``view`` for this study, queried once per report (sections share them)."""

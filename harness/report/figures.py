@@ -29,8 +29,16 @@ def _panels(n: int, ncols: int, size: tuple[float, float] = (3.6, 2.8)) -> tuple
     return fig, axes
 
 
+def _legend_right(fig: Figure, ax) -> None:
+    """One legend for the whole figure, in a margin on the right (never over the data)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.subplots_adjust(right=0.86)
+        fig.legend(handles, labels, loc="upper right", fontsize=7, frameon=False, bbox_to_anchor=(0.995, 0.9))
+
+
 def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, pil_kwargs={"compress_level": 1})  # fast zlib level: the files stay small
     return path
 
 
@@ -49,19 +57,21 @@ def steps_figure(steps: pd.DataFrame, path: Path, metric_label: str = "NDCG@20")
     for ax, (dataset, backbone) in zip(axes, combos, strict=True):
         part = steps[(steps.dataset == dataset) & (steps.backbone == backbone)]
         ks = sorted(int(k) for k in part.reasoning_steps.unique() if k > 0)
-        for v in sorted(part.variant.unique(), key=variant_rank):
+        variants = sorted(part.variant.unique(), key=variant_rank)
+        for i, v in enumerate(variants):
             line = part[part.variant == v].sort_values("reasoning_steps")
             if v == "base" or (line.reasoning_steps == 0).all():
                 ax.axhline(line["mean"].iloc[0], color=COLORS.get(v, "k"), ls="--", lw=1.2, label=variant_label(v))
                 continue
-            ax.errorbar(line.reasoning_steps, line["mean"], yerr=_err(line.ci95), marker="o", ms=4, capsize=3,
-                        color=COLORS.get(v), label=variant_label(v))
+            dodge = 0.06 * (i - (len(variants) - 1) / 2)  # error bars side by side, not on top of each other
+            ax.errorbar(line.reasoning_steps + dodge, line["mean"], yerr=_err(line.ci95), marker="o", ms=4,
+                        capsize=2, color=COLORS.get(v), label=variant_label(v))
         ax.set_xticks(ks or [0])
         ax.set_title(f"{dataset} / {backbone}", fontsize=9)
         ax.set_xlabel("reasoning steps K", fontsize=8)
         ax.set_ylabel(metric_label, fontsize=8)
         ax.tick_params(labelsize=7)
-    axes[0].legend(fontsize=7, loc="best")
+    _legend_right(fig, axes[0])
     fig.suptitle(f"Test {metric_label} against reasoning steps (configuration per K chosen on validation)", fontsize=10)
     return _save(fig, path)
 
@@ -94,18 +104,19 @@ def bars_figure(frame: pd.DataFrame, series: list[tuple[str, str, str | None, st
     """Grouped bars, one group per row of ``frame`` (its ``label``); ``series``: (column, legend, CI column
     or None, colour). Used by the ablation (Fig. 7) and oracle (Fig. 2) figures."""
     n = len(frame)
-    fig, (ax,) = _panels(1, 1, size=(max(4.5, 1.1 * n * len(series) / 2 + 1.5), 3.4))
+    fig, (ax,) = _panels(1, 1, size=(max(5.5, 0.5 * n * len(series) + 2.5), 3.4))
     width = 0.8 / len(series)
     x = np.arange(n)
     for i, (col, legend, ci, color) in enumerate(series):
         values = frame[col].astype(float).to_numpy()
         ax.bar(x + (i - (len(series) - 1) / 2) * width, np.nan_to_num(values), width,
                yerr=_err(frame[ci]) if ci else None, capsize=2, color=color, label=legend)
-    ax.set_xticks(x, frame["label"], fontsize=7, rotation=20 if n > 4 else 0)
+    ax.set_xticks(x, frame["label"], fontsize=7)
+    fig.subplots_adjust(bottom=0.24)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7, ncol=min(4, len(series)), loc="lower right")
     ax.set_title(title, fontsize=10)
+    _legend_right(fig, ax)
     return _save(fig, path)
 
 
@@ -132,7 +143,7 @@ def subgroups_figure(frame: pd.DataFrame, path: Path, metric_label: str = "NDCG@
                          fontsize=8)
             ax.set_ylabel(metric_label, fontsize=8)
             ax.tick_params(labelsize=7)
-        axes[2 * i].legend(fontsize=6, ncol=2)
+    _legend_right(fig, axes[0])
     fig.suptitle(f"Test {metric_label} per user group (history length) and item group (popularity), per step",
                  fontsize=10)
     return _save(fig, path)

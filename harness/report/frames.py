@@ -16,17 +16,19 @@ TEST_KEYS = ["dataset", "backbone", "variant", "reference", "metric"]
 
 def ordered(frame: pd.DataFrame, order: dict[str, list]) -> pd.DataFrame:
     """Sort by the study's own order of datasets / backbones, then by the paper's order of variants."""
-    frame = frame.copy()
-    keys = []
+    keys = {}
     for col, values in order.items():
         if col in frame.columns:
             pos = {v: i for i, v in enumerate(values)}
-            frame[f"_{col}"] = frame[col].map(lambda v, pos=pos: pos.get(v, len(pos)))
-            keys += [f"_{col}", col]
+            keys[f"_{col}"] = frame[col].map(pos).fillna(len(pos)).to_numpy()
+            keys[col] = frame[col].to_numpy()
     if "variant" in frame.columns:
-        frame["_variant"] = frame["variant"].map(variant_rank)
-        keys += ["_variant", "variant"]
-    return frame.sort_values(keys, kind="stable").drop(columns=[k for k in keys if k.startswith("_")])
+        keys["_variant"] = frame["variant"].map({v: variant_rank(v) for v in frame["variant"].unique()}).to_numpy()
+        keys["variant"] = frame["variant"].to_numpy()
+    if not keys or frame.empty:
+        return frame
+    index = pd.DataFrame(keys).sort_values(list(keys), kind="stable").index
+    return frame.iloc[index]
 
 
 def cells_by_variant(cells: pd.DataFrame) -> pd.DataFrame:

@@ -85,7 +85,8 @@ def ablation(ctx: Context) -> Section:
                   ctx.order)
     if len(res):
         wide = res.pivot_table(index=GROUP, columns="variant", values=["mean", "ci95"], aggfunc="first", dropna=False)
-        frame = pd.DataFrame({"label": [f"{d}/{b}" for d, b in wide.index]})
+        wide = wide.reindex(pd.MultiIndex.from_frame(res[GROUP].drop_duplicates()))  # the study's order
+        frame = pd.DataFrame({"label": [f"{d}\n{b}" for d, b in wide.index]})
         series = []
         for ref, fulls in blocks:
             for v in [ref, *fulls]:

@@ -105,10 +105,27 @@ def to_latex(frame: pd.DataFrame, caption: str, label: str) -> str:
     return "\n".join(lines)
 
 
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """CSV through Arrow's writer (pandas' float formatting is slow on large frames); lists as text."""
+    import pyarrow as pa
+    from pyarrow import csv
+
+    frame = frame.copy()
+    for col in [c for c in frame.columns if frame[c].dtype == "object"]:
+        values = frame[col].dropna()
+        if len(values) and not isinstance(values.iloc[0], str):  # DuckDB lists arrive as arrays
+            frame[col] = frame[col].map(lambda v: v if v is None or isinstance(v, str) else
+                                        "[" + ", ".join(str(x) for x in v) + "]")
+    try:
+        csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), str(path))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        frame.to_csv(path, index=False)
+
+
 def write_table(table: Table, folder: Path) -> tuple[Path, Path]:
     """Write ``<name>.csv`` (numbers) and ``<name>.tex`` (formatted); returns both paths."""
     csv_path, tex_path = folder / f"{table.name}.csv", folder / f"{table.name}.tex"
-    table.data.to_csv(csv_path, index=False)
+    write_csv(table.data, csv_path)
     tex_path.write_text(to_latex(table.display, table.title, table.name), encoding="utf-8")
     return csv_path, tex_path
 
