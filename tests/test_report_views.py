@@ -212,6 +212,16 @@ def test_selection_ignores_a_test_metric_that_flips(store, tmp_path):
     assert before == after
 
 
+def test_trials_stopped_early_by_asha_stay_out(store, tmp_path):
+    shutil.copy(store.path, tmp_path / "copy.duckdb")
+    with Store(tmp_path / "copy.duckdb").connect() as con:
+        create_views(con)
+        con.execute("UPDATE trials SET pruned = TRUE WHERE method = 'erl' AND kl_lambda = 0.1 AND seed = 0")
+        n = con.execute("SELECT n FROM report_configs WHERE study = 'demo' AND kl_lambda = 0.1 AND split = 'test' "
+                        "AND metric = 'ndcg@20'").fetchone()[0]
+    assert n == 1  # seed 0 pruned, seed 1 complete, seed 2 still running
+
+
 def test_improvement_and_average_column(store):
     imp = q(store, "SELECT * FROM report_improvements WHERE study = 'demo' AND variant = 'erl' AND reference = 'base' "
                    "ORDER BY metric").set_index("metric")

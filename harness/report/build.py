@@ -75,6 +75,8 @@ def _protocol(ctx: Context) -> list[str]:
 
 STATISTICS = """- Cells with two or more seeds show mean ± the 95 % confidence half-width `t(0.975, n-1) · s / sqrt(n)` over
   the seeds of the chosen configuration (macro `report_ci95`); one seed shows the single value.
+- Each row's mean is over its own completed seeds (a failed seed leaves it out; the Trials column says so);
+  the paired tests use only the seeds both sides completed.
 - Improvements over the reference (Base, or the ablated method) carry two paired tests, both two-sided:
   **over seeds** (`*`): paired t-test on the test metric, pairs matched by seed (needs ≥ 2 common seeds;
   view `report_seed_tests`); **over evaluation samples** (`†`): paired t-test on per-sample test metric values
@@ -91,6 +93,9 @@ def _status_lines(info: dict, counts: dict, live: bool) -> list[str]:
     pending = max(0, planned - done - failed - running)
     line = (f"**Trials:** {planned} planned · {done} completed · {failed} failed · {running} running · "
             f"{pending} pending.")
+    if counts.get("pruned"):
+        line += (f" {counts['pruned']} of the completed trials were stopped early by ASHA and stay out of the "
+                 "tables.")
     if running and not live:
         line += (" No `harness run` holds this database now, so the running ones were interrupted: run the study "
                  "again to finish them.")
@@ -167,8 +172,9 @@ def build_report(db_path: str | Path, study: str, out_dir: str | Path = "reports
             results = [make(ctx) for make in SECTIONS]
             for future in ctx.futures:
                 future.result()  # re-raise a figure's error here
-        counts = dict(con.execute("SELECT status, count(*) FROM report_trials WHERE study = ? GROUP BY 1",
-                                  [study]).fetchall())
+        counts = dict(con.execute("SELECT status, count(*) FROM report_trials WHERE study = ? GROUP BY 1 UNION ALL "
+                                  "SELECT 'pruned', count(*) FROM report_trials WHERE study = ? AND pruned",
+                                  [study, study]).fetchall())
         not_completed = _not_completed(ctx, folder)
         protocol = _protocol(ctx)
     lines = [f"# Report: study `{study}`", ""]

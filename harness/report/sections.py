@@ -167,7 +167,7 @@ def sensitivity(ctx: Context) -> Section:
     methods = sorted({p["method"] for p in panels})
     configs = ctx.q(f"""SELECT c.*, p.params FROM report_configs c JOIN (
             SELECT r.config_id, any_value(t.params) AS params FROM report_trials r JOIN trials t USING (trial_key)
-            WHERE r.study = ? AND r.status = 'completed' AND r.method IN ({', '.join('?' * len(methods))})
+            WHERE r.study = ? AND r.usable AND r.method IN ({', '.join('?' * len(methods))})
             GROUP BY r.config_id) p USING (config_id)
         WHERE c.study = ? AND ((c.split = 'valid' AND c.metric = ?) OR (c.split = 'test' AND c.metric = ?))""",
                     *methods, ctx.study, ctx.selection_metric, MAIN)

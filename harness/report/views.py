@@ -69,17 +69,18 @@ _VARIANT = "study, dataset, backbone, variant"
 
 # name -> (what it holds, SELECT). Order matters: later views read earlier ones.
 VIEWS: dict[str, tuple[str, str]] = {
-    "report_trials": ("every trial linked to a study, with status 'pending' for planned trials not started yet and "
-                      "config_id (the settings without the seed)", """
+    "report_trials": ("every trial linked to a study, with status 'pending' for planned trials not started yet, "
+                      "config_id (the settings without the seed) and usable (completed and not stopped early by "
+                      "ASHA: the trials every other view reads)", """
         SELECT st.study, st.trial_key, coalesce(t.status, 'pending') AS status, t.dataset, t.backbone, t.method,
                t.variant, t.reasoning_steps, t.kl_lambda, t.tau, t.alpha, t.gamma, t.seed, t.error, t.pruned,
-               t.finished_at, t.dataset_hash,
+               t.status = 'completed' AND NOT coalesce(t.pruned, FALSE) AS usable, t.finished_at, t.dataset_hash,
                md5(CAST(json_merge_patch(t.params, '{"seed": null}') AS VARCHAR)) AS config_id
         FROM study_trials st LEFT JOIN trials t USING (trial_key)"""),
-    "report_metrics": ("metric rows of the completed trials of each study, with the trial's identity", """
+    "report_metrics": ("metric rows of the usable trials of each study, with the trial's identity", """
         SELECT r.study, r.trial_key, r.config_id, r.dataset, r.backbone, r.variant, r.reasoning_steps, r.kl_lambda,
                r.tau, r.alpha, r.gamma, r.seed, r.dataset_hash, m.split, m.step, m.user_group, m.metric, m.value
-        FROM report_trials r JOIN metrics m USING (trial_key) WHERE r.status = 'completed'"""),
+        FROM report_trials r JOIN metrics m USING (trial_key) WHERE r.usable"""),
     "report_configs": ("per configuration, split and metric of the method's output on all users: seeds n, mean, "
                        "sd and the 95 % t confidence half-width ci95", """
         SELECT *, report_ci95(sd, n) AS ci95 FROM (
@@ -145,10 +146,10 @@ VIEWS: dict[str, tuple[str, str]] = {
         SELECT study, dataset, backbone, variant, reference, metric, count(*) AS n_pairs, avg(diff) AS mean_diff,
                stddev_samp(diff) AS sd_diff
         FROM report_seed_pairs GROUP BY ALL"""),
-    "report_output_ranks": ("per-sample 1-based target ranks of each completed trial's own output", """
+    "report_output_ranks": ("per-sample 1-based target ranks of each usable trial's own output", """
         SELECT r.study, r.trial_key, r.config_id, r.seed, r.dataset_hash, s.split, s.sample, s.rank
         FROM report_trials r JOIN sample_ranks s USING (trial_key)
-        WHERE r.status = 'completed' AND (s.step IS NULL OR s.step < 0)"""),
+        WHERE r.usable AND (s.step IS NULL OR s.step < 0)"""),
     "report_sample_tests": ("aggregates of the paired t-test over test samples: per-sample metric differences "
                             "(each averaged over the seeds both sides have), n_samples, mean_diff, sd_diff", f"""
         WITH sides AS (
@@ -191,7 +192,7 @@ VIEWS: dict[str, tuple[str, str]] = {
                    min(s.rank) FILTER (WHERE s.step >= 0) AS oracle_rank,
                    min(s.rank) FILTER (WHERE s.step IS NULL OR s.step < 0) AS output_rank
             FROM report_best b
-            JOIN report_trials r ON r.study = b.study AND r.config_id = b.config_id AND r.status = 'completed'
+            JOIN report_trials r ON r.study = b.study AND r.config_id = b.config_id AND r.usable
             JOIN sample_ranks s ON s.trial_key = r.trial_key AND s.split = 'test'
             GROUP BY ALL),
         per_seed AS (
@@ -210,7 +211,7 @@ VIEWS: dict[str, tuple[str, str]] = {
             SELECT b.study, b.dataset, b.backbone, b.variant, b.reasoning_steps, r.seed, s.sample,
                    arg_min(s.step, s.rank * 1024 + s.step) AS best_step
             FROM report_best b
-            JOIN report_trials r ON r.study = b.study AND r.config_id = b.config_id AND r.status = 'completed'
+            JOIN report_trials r ON r.study = b.study AND r.config_id = b.config_id AND r.usable
             JOIN sample_ranks s ON s.trial_key = r.trial_key AND s.split = 'test' AND s.step >= 0
             GROUP BY ALL)
         SELECT *, n_samples / sum(n_samples) OVER (PARTITION BY study, dataset, backbone, variant) AS share
@@ -221,7 +222,7 @@ VIEWS: dict[str, tuple[str, str]] = {
         SELECT b.study, b.dataset, b.backbone, b.variant, b.reasoning_steps, s.split, s.step_a, s.step_b,
                count(*) AS n, avg(s.cosine) AS cosine
         FROM report_best b
-        JOIN report_trials r ON r.study = b.study AND r.config_id = b.config_id AND r.status = 'completed'
+        JOIN report_trials r ON r.study = b.study AND r.config_id = b.config_id AND r.usable
         JOIN step_similarity s ON s.trial_key = r.trial_key
         GROUP BY ALL"""),
     "report_latency": ("inference seconds per dataset, backbone, variant, K and KV-cache setting (mean over the "
@@ -229,7 +230,7 @@ VIEWS: dict[str, tuple[str, str]] = {
         WITH per AS (
             SELECT r.study, r.dataset, r.backbone, r.variant, r.reasoning_steps, l.split, l.cached, count(*) AS n,
                    avg(l.seconds) AS seconds, stddev_samp(l.seconds) AS sd, max(l.rows) AS rows
-            FROM report_trials r JOIN latency l USING (trial_key) WHERE r.status = 'completed' GROUP BY ALL),
+            FROM report_trials r JOIN latency l USING (trial_key) WHERE r.usable GROUP BY ALL),
         base AS (
             SELECT study, dataset, backbone, split, cached, avg(seconds) AS seconds
             FROM per WHERE reasoning_steps = 0 GROUP BY ALL)
