@@ -141,12 +141,15 @@ def timestamps(table: Table, column: str, unit: str = "s") -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(raw):
         return _datetime_to_int(table, column, raw, unit)
     is_text = not pd.api.types.is_numeric_dtype(raw)
-    numeric = pd.to_numeric(raw, errors="coerce") if is_text else raw.astype("float64")
-    bad = numeric.isna().to_numpy()
-    if is_text and bad.mean() > 0.5:
-        # Mostly non-numeric: a date column ("2018-09-04 08:16:19"), read as UTC.
-        parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
+    if is_text and pd.to_numeric(raw.iloc[:1000], errors="coerce").isna().mean() > 0.5:
+        # A date column ("2018-09-04 08:16:19"), read as UTC: the fast ISO-8601 parser first, then any
+        # other format for what it could not read.
+        parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
+        if parsed.isna().any():
+            retry = parsed.isna()
+            parsed[retry] = pd.to_datetime(raw[retry], errors="coerce", utc=True, format="mixed")
         return _datetime_to_int(table, column, parsed, unit)
+    numeric = pd.to_numeric(raw, errors="coerce") if is_text else raw.astype("float64")
     values = numeric.to_numpy(dtype="float64", na_value=np.nan)
     bad = ~np.isfinite(values)
     if bad.any():
