@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from .config import TEXT_BACKBONES, ModelConfig
+from .text_items import make_text_item_encoder
 
 
 class IDItemEncoder(nn.Module):
@@ -29,4 +30,6 @@ def make_item_encoder(cfg: ModelConfig, n_items: int, item_features: np.ndarray 
     """The item encoder for ``cfg.backbone``; ID-based backbones ignore ``item_features``."""
     if cfg.backbone in ("sasrec", "bert4rec"):
         return IDItemEncoder(n_items, cfg.hidden_size)
+    if cfg.backbone in TEXT_BACKBONES:  # UniSRec / MoRec over frozen item-text features
+        return make_text_item_encoder(cfg, n_items, item_features)
     raise ValueError(f"backbone: no item encoder for {cfg.backbone!r}")
