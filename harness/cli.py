@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 a run finished with failed trials; 2 bad arguments, study file, SQL or
 dataset (nothing was started or written); 3 environment: database in use, no GPU for --device cuda,
-Ray could not start; 130 interrupted.
+Ray could not start; 4 internal error (a bug; traceback printed); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,7 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, EXIT_USAGE, HarnessError, StudyError
+from .errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TRIALS_FAILED,
+    EXIT_USAGE,
+    HarnessError,
+    StudyError,
+)
 from .store import DEFAULT_DB
 
 DB_HELP = f"DuckDB results database (default: ./{DEFAULT_DB}, in the current directory)"
@@ -50,6 +58,10 @@ def cmd_run(args) -> int:
         from .progress import summary_line
 
         _out(f"  failed {key[:12]}: {summary_line(error)}")
+    for error in summary["internal_errors"]:
+        _out(f"  internal error: {error}")
+    if summary["internal_errors"]:
+        return EXIT_INTERNAL
     if summary["interrupted"] and not failed:
         return EXIT_INTERRUPTED
     return EXIT_TRIALS_FAILED if failed else EXIT_OK
@@ -285,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `harness sql ... | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except Exception:  # noqa: BLE001 - a bug: say so with the traceback, and keep exit 1 for failed trials
+        import traceback
+
+        traceback.print_exc()
+        print("harness: internal error (a bug; the traceback is above)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

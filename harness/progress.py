@@ -105,6 +105,24 @@ def pruned_output(spec: TrialSpec, reports: list[dict[str, Any]], device: str, s
                        pd.DataFrame(columns=["split", "step_a", "step_b", "cosine"]))
 
 
+def _guarded(event):
+    """A callback error must not abort the whole study: report it and carry on (the trial's result files
+    stay in its directory, and the next run ingests them)."""
+
+    def wrapper(self, iteration, trials, trial=None, **info):
+        try:
+            if trial is None:
+                return event(self, iteration, trials, **info)
+            return event(self, iteration, trials, trial, **info)
+        except Exception as exc:  # noqa: BLE001 - reported, and counted as an internal error
+            self.internal_errors.append(f"{event.__name__}: {type(exc).__name__}: {exc}")
+            self.out(f"harness: internal error in {event.__name__}"
+                     + (f" for trial {trial.trial_id}" if trial is not None else "") + f": {type(exc).__name__}: {exc}")
+
+    wrapper.__name__ = event.__name__
+    return wrapper
+
+
 class StudyCallback(tune.Callback):
     """Runs in the driver: the only writer of the database. Each event is one short transaction."""
 
@@ -117,12 +135,14 @@ class StudyCallback(tune.Callback):
         self.started: dict[str, str] = {}
         self.completed: list[str] = []
         self.failed: dict[str, str] = {}
+        self.internal_errors: list[str] = []
 
     def _spec(self, trial) -> TrialSpec:
         if trial.trial_id not in self.specs:
             self.specs[trial.trial_id] = self.resolve(trial.config)
         return self.specs[trial.trial_id]
 
+    @_guarded
     def on_trial_start(self, iteration, trials, trial, **info):
         spec = self._spec(trial)
         self.reports[trial.trial_id] = []
@@ -131,6 +151,7 @@ class StudyCallback(tune.Callback):
         self.progress.running[trial.trial_id] = 0.0
         self.progress.show()
 
+    @_guarded
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.reports.setdefault(trial.trial_id, []).append(dict(result))
         spec = self._spec(trial)
@@ -138,6 +159,7 @@ class StudyCallback(tune.Callback):
         if trial.trial_id in self.progress.running:
             self.progress.running[trial.trial_id] = min(1.0, result.get("epoch", 0) / spec.train["max_epochs"])
 
+    @_guarded
     def on_trial_complete(self, iteration, trials, trial, **info):
         spec = self._spec(trial)
         run_dir = trial_dir(self.runs, self.study, spec.key)
@@ -154,6 +176,7 @@ class StudyCallback(tune.Callback):
             self.out(f"pruned by ASHA after {len(output.epochs)} epochs: {spec.label()}")
         self.progress.show()
 
+    @_guarded
     def on_trial_error(self, iteration, trials, trial, **info):
         spec = self._spec(trial)
         error = error_text(trial)
@@ -164,6 +187,7 @@ class StudyCallback(tune.Callback):
         self.out(f"FAILED {spec.label()}: {summary_line(error)}")
         self.progress.show()
 
+    @_guarded
     def on_trial_recover(self, iteration, trials, trial, **info):
         spec = self._spec(trial)
         self.out(f"retrying {spec.label()} (attempt {trial.num_failures + 1})")

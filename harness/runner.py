@@ -283,7 +283,8 @@ class StudyRunner:
         recovered = self._register(plan, store, env)
         self.out(f"study {study.name}: {plan.planned} trials planned, {plan.completed} already complete"
                  + (f" ({recovered} recovered from result files)" if recovered else "") + f", {plan.remaining} to run")
-        summary = {"planned": plan.planned, "skipped": plan.completed, "completed": 0, "failed": {}, "interrupted": 0}
+        summary = {"planned": plan.planned, "skipped": plan.completed, "completed": 0, "failed": {}, "interrupted": 0,
+                   "internal_errors": []}
         if plan.remaining <= 0:
             return summary
         started_here = start_ray(options, log=self.out)
@@ -327,6 +328,7 @@ class StudyRunner:
                 import ray
 
                 ray.shutdown()
+        summary["internal_errors"] = callback.internal_errors
         summary["completed"] = len(callback.completed)
         summary["failed"] = callback.failed
         summary["interrupted"] = max(0, progress.total - progress.done - progress.failed)

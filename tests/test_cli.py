@@ -53,9 +53,10 @@ def test_every_command_has_help(capsys, command):
 
 def test_usage_errors_exit_2(tmp_path):
     assert harness(cwd=tmp_path, timeout=60).returncode == 2
-    assert harness("run", cwd=tmp_path, timeout=60).returncode == 2
-    result = harness("report", "quickstart", cwd=tmp_path, timeout=60)
-    assert result.returncode == 2 and "not implemented yet" in result.stderr
+    result = harness("run", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "the following arguments are required: study" in result.stderr
+    result = harness("status", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "no such database" in result.stderr
 
 
 @pytest.mark.parametrize("content, where, problem", BAD_STUDIES)

@@ -124,3 +124,21 @@ def test_optuna_search_uses_its_budget_and_resumes_with_earlier_results(ray_loca
     assert summary["skipped"] == 3 and summary["completed"] == 1
     assert "3 earlier results reused" in "\n".join(lines)
     assert store.query("SELECT count(*) AS n FROM study_trials WHERE study = 'tpe'")["n"][0] == 4
+
+
+def test_progress_line_counts_best_and_eta():
+    from harness.progress import Progress
+
+    lines = []
+    progress = Progress(total=4, metric="best_valid/ndcg@20", out=lines.append)
+    assert "ETA ?" in progress.line() and "pending 4" in progress.line()
+    progress.running.update({"a": 0.5, "b": 0.0})
+    progress.done, progress.failed = 1, 1
+    progress.observe(0.3, "erl k1")
+    progress.observe(0.2, "base k2")
+    line = progress.line()
+    assert "done 1/4 | running 2 | failed 1 | pending 0" in line and "best valid/ndcg@20 0.3000 (erl k1)" in line
+    assert "ETA ?" not in line
+    progress.show()
+    progress.show()  # nothing changed: no second line
+    assert len(lines) == 1
