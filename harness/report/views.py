@@ -10,6 +10,7 @@ without the seed, so the trials of one configuration are its seeds. Selection us
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 from rearec.config import METRICS
@@ -152,32 +153,39 @@ VIEWS: dict[str, tuple[str, str]] = {
         WHERE r.usable AND (s.step IS NULL OR s.step < 0)"""),
     "report_sample_tests": ("aggregates of the paired t-test over test samples: per-sample metric differences "
                             "(each averaged over the seeds both sides have), n_samples, mean_diff, sd_diff", f"""
-        WITH sides AS (
+        WITH sides AS (  -- one integer id per comparison: the heavy joins and groupings below use integers
             SELECT c.study, c.dataset, c.backbone, c.variant, c.reference, bv.config_id AS config_a,
-                   br.config_id AS config_b
+                   br.config_id AS config_b, row_number() OVER () AS c
             FROM report_comparisons c
             JOIN report_best bv ON bv.study = c.study AND bv.dataset = c.dataset AND bv.backbone = c.backbone
                  AND bv.variant = c.variant
             JOIN report_best br ON br.study = c.study AND br.dataset = c.dataset AND br.backbone = c.backbone
                  AND br.variant = c.reference),
-        ranks AS MATERIALIZED (  -- one scan of sample_ranks for both sides
-            SELECT o.* FROM report_output_ranks o
-            WHERE o.split = 'test' AND (o.study, o.config_id) IN (SELECT (study, config_a) FROM sides UNION
-                                                                  SELECT (study, config_b) FROM sides)),
-        pairs AS (
-            SELECT s.study, s.dataset, s.backbone, s.variant, s.reference, a.sample, a.seed, a.rank,
-                   b.rank AS reference_rank
+        trial_pairs AS (  -- the two sides' trials with the same seed and data
+            SELECT s.c, a.trial_key AS key_a, b.trial_key AS key_b
             FROM sides s
-            JOIN ranks a ON a.study = s.study AND a.config_id = s.config_a
-            JOIN ranks b ON b.study = s.study AND b.config_id = s.config_b AND b.seed = a.seed
-                 AND b.sample = a.sample AND b.dataset_hash IS NOT DISTINCT FROM a.dataset_hash),
+            JOIN report_trials a ON a.study = s.study AND a.config_id = s.config_a AND a.usable
+            JOIN report_trials b ON b.study = s.study AND b.config_id = s.config_b AND b.usable AND b.seed = a.seed
+                 AND b.dataset_hash IS NOT DISTINCT FROM a.dataset_hash),
+        keys AS (SELECT key, row_number() OVER () AS t FROM (SELECT key_a AS key FROM trial_pairs UNION
+                                                             SELECT key_b FROM trial_pairs)),
+        ranks AS MATERIALIZED (  -- one scan of sample_ranks: the output's test ranks of these trials
+            SELECT k.t, r.sample, r.rank FROM sample_ranks r JOIN keys k ON k.key = r.trial_key
+            WHERE r.split = 'test' AND (r.step IS NULL OR r.step < 0)),
         per_sample AS (
-            SELECT study, dataset, backbone, variant, reference, sample, count(*) AS n_seeds,
-                   {_columns("avg(report_rank_metric(rank, '{m}') - report_rank_metric(reference_rank, '{m}'))")}
-            FROM pairs GROUP BY ALL)
-        SELECT study, dataset, backbone, variant, reference, metric, count(*) AS n_samples,
-               max(n_seeds) AS n_seeds, avg(diff) AS mean_diff, stddev_samp(diff) AS sd_diff
-        FROM (UNPIVOT per_sample ON {_names()} INTO NAME metric VALUE diff) GROUP BY ALL"""),
+            SELECT p.c, a.sample, count(*) AS n_seeds,
+                   {_columns("avg(report_rank_metric(a.rank, '{m}') - report_rank_metric(b.rank, '{m}'))")}
+            FROM trial_pairs p
+            JOIN keys ka ON ka.key = p.key_a JOIN keys kb ON kb.key = p.key_b
+            JOIN ranks a ON a.t = ka.t JOIN ranks b ON b.t = kb.t AND b.sample = a.sample
+            GROUP BY p.c, a.sample),
+        tests AS (
+            SELECT c, metric, count(*) AS n_samples, max(n_seeds) AS n_seeds, avg(diff) AS mean_diff,
+                   stddev_samp(diff) AS sd_diff
+            FROM (UNPIVOT per_sample ON {_names()} INTO NAME metric VALUE diff) GROUP BY c, metric)
+        SELECT s.study, s.dataset, s.backbone, s.variant, s.reference, t.metric, t.n_samples, t.n_seeds,
+               t.mean_diff, t.sd_diff
+        FROM tests t JOIN sides s USING (c)"""),
     "report_subgroups": ("test metrics per reasoning step (NULL = output) and user / item group of the "
                          "configurations in report_best (Fig. 4)", """
         SELECT *, report_ci95(sd, n) AS ci95 FROM (
@@ -187,36 +195,45 @@ VIEWS: dict[str, tuple[str, str]] = {
             WHERE m.split = 'test' GROUP BY ALL)"""),
     "report_oracle": ("test metrics of the method's output and of the post-hoc oracle that takes each sample's "
                       "best step 0..K, for the configurations in report_best (Fig. 2)", f"""
-        WITH per_sample AS (
-            SELECT b.study, b.dataset, b.backbone, b.variant, b.reasoning_steps, r.seed, s.sample,
+        WITH best AS (  -- one integer id per trial: the per-sample grouping below uses integers
+            SELECT b.study, b.dataset, b.backbone, b.variant, b.reasoning_steps, r.seed, r.trial_key,
+                   row_number() OVER () AS t
+            FROM report_best b
+            JOIN report_trials r ON r.study = b.study AND r.config_id = b.config_id AND r.usable),
+        per_sample AS (
+            SELECT b.t, s.sample,
                    min(s.rank) FILTER (WHERE s.step >= 0) AS oracle_rank,
                    min(s.rank) FILTER (WHERE s.step IS NULL OR s.step < 0) AS output_rank
-            FROM report_best b
-            JOIN report_trials r ON r.study = b.study AND r.config_id = b.config_id AND r.usable
-            JOIN sample_ranks s ON s.trial_key = r.trial_key AND s.split = 'test'
-            GROUP BY ALL),
+            FROM best b JOIN sample_ranks s ON s.trial_key = b.trial_key AND s.split = 'test'
+            GROUP BY b.t, s.sample),
         per_seed AS (
-            SELECT study, dataset, backbone, variant, reasoning_steps, seed, count(*) AS n_samples,
+            SELECT t, count(*) AS n_samples,
                    {_columns("avg(report_rank_metric(output_rank, '{m}'))", "out_")},
                    {_columns("avg(report_rank_metric(oracle_rank, '{m}'))", "oracle_")}
-            FROM per_sample GROUP BY ALL)
-        SELECT study, dataset, backbone, variant, reasoning_steps, metric, count(*) AS n, min(n_samples) AS n_samples,
-               avg(output_value) AS output_mean, report_ci95(stddev_samp(output_value), count(*)) AS output_ci95,
-               avg(oracle_value) AS oracle_mean, report_ci95(stddev_samp(oracle_value), count(*)) AS oracle_ci95
-        FROM (UNPIVOT per_seed ON {_pairs("out_", "oracle_")} INTO NAME metric VALUE output_value, oracle_value)
+            FROM per_sample GROUP BY t)
+        SELECT b.study, b.dataset, b.backbone, b.variant, b.reasoning_steps, u.metric, count(*) AS n,
+               min(u.n_samples) AS n_samples, avg(u.output_value) AS output_mean,
+               report_ci95(stddev_samp(u.output_value), count(*)) AS output_ci95, avg(u.oracle_value) AS oracle_mean,
+               report_ci95(stddev_samp(u.oracle_value), count(*)) AS oracle_ci95
+        FROM (UNPIVOT per_seed ON {_pairs("out_", "oracle_")} INTO NAME metric VALUE output_value, oracle_value) u
+        JOIN best b USING (t)
         GROUP BY ALL"""),
     "report_oracle_steps": ("share of test samples whose best step is k (ties: the earliest step), pooled over "
                             "seeds, for the configurations in report_best", """
         WITH best AS (
-            SELECT b.study, b.dataset, b.backbone, b.variant, b.reasoning_steps, r.seed, s.sample,
-                   arg_min(s.step, s.rank * 1024 + s.step) AS best_step
+            SELECT b.study, b.dataset, b.backbone, b.variant, b.reasoning_steps, r.trial_key,
+                   row_number() OVER () AS t
             FROM report_best b
-            JOIN report_trials r ON r.study = b.study AND r.config_id = b.config_id AND r.usable
-            JOIN sample_ranks s ON s.trial_key = r.trial_key AND s.split = 'test' AND s.step >= 0
-            GROUP BY ALL)
+            JOIN report_trials r ON r.study = b.study AND r.config_id = b.config_id AND r.usable),
+        per_sample AS (
+            SELECT b.t, arg_min(s.step, s.rank * 1024 + s.step) AS step
+            FROM best b JOIN sample_ranks s ON s.trial_key = b.trial_key AND s.split = 'test' AND s.step >= 0
+            GROUP BY b.t, s.sample),
+        counts AS (
+            SELECT b.study, b.dataset, b.backbone, b.variant, b.reasoning_steps, p.step, count(*) AS n_samples
+            FROM per_sample p JOIN best b USING (t) GROUP BY ALL)
         SELECT *, n_samples / sum(n_samples) OVER (PARTITION BY study, dataset, backbone, variant) AS share
-        FROM (SELECT study, dataset, backbone, variant, reasoning_steps, best_step AS step, count(*) AS n_samples
-              FROM best GROUP BY ALL)"""),
+        FROM counts"""),
     "report_similarity": ("mean cosine similarity between the reasoning steps' hidden states (test split), over the "
                           "seeds of the configurations in report_best (Fig. 9)", """
         SELECT b.study, b.dataset, b.backbone, b.variant, b.reasoning_steps, s.split, s.step_a, s.step_b,
@@ -246,9 +263,22 @@ def _tables(con) -> set[str]:
     return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
 
 
+def _version(names: list[str]) -> str:
+    text = repr((sorted(MACROS.items()), [(n, VIEWS[n][1]) for n in names]))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def create_views(con, temporary: bool = False) -> list[str]:
-    """Create (or replace) the macros and views on a DuckDB connection; returns the view names created."""
+    """Create (or replace) the macros and views on a DuckDB connection; returns the view names in place.
+
+    A view `report_views_version` records a hash of the definitions, so a database that already has the
+    current views (the usual case) is not written to again."""
     tables = _tables(con)
+    names = [n for n in VIEWS if n not in NEEDS_TABLE or NEEDS_TABLE[n] in tables]
+    version = _version(names)
+    if not temporary and "report_views_version" in tables:
+        if con.execute("SELECT version FROM report_views_version").fetchone()[0] == version:
+            return names
     temp = "TEMPORARY " if temporary else ""
     for sql in MACROS.values():
         con.execute(sql.replace("CREATE OR REPLACE MACRO", f"CREATE OR REPLACE {temp}MACRO"))
@@ -261,6 +291,7 @@ def create_views(con, temporary: bool = False) -> list[str]:
         except Exception as exc:  # a bug here, not a user error: say which view
             raise RuntimeError(f"view {name}: {exc}") from exc
         created.append(name)
+    con.execute(f"CREATE OR REPLACE {temp}VIEW report_views_version AS SELECT '{version}' AS version")
     return created
 
 
