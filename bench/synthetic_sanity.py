@@ -1,7 +1,7 @@
 """Sanity check of the embedded synthetic dataset: a trained SASRec must clearly beat most-popular, and the
 item popularity must have a long tail. Also times the quickstart's three configurations.
 
-    .venv/bin/python bench/synthetic_sanity.py [--epochs 8] [--quickstart]
+    .venv/bin/python bench/synthetic_sanity.py [--epochs 20] [--quickstart] [--device cuda] [--threads 2]
 
 Prints the dataset's Table 1 statistics, long-tail figures (share of training interactions on the top
 20 % items, Gini), test NDCG@20 / Recall@20 of MostPop and of SASRec (base), and with --quickstart the
@@ -42,8 +42,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="max epochs for the SASRec check (patience 3)")
     parser.add_argument("--quickstart", action="store_true", help="also time base / ERL / PRL (K=2), 8 epochs")
     parser.add_argument("--cache-dir", default=None, help="dataset cache (default: a temporary folder)")
+    parser.add_argument("--device", default="cpu", help="device for the SASRec check (the quickstart runs on CPU)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--training", default="bucketed", choices=["bucketed", "padded", "packed"])
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     cache = args.cache_dir or tempfile.mkdtemp(prefix="rearec-synth-")
     t0 = time.perf_counter()
@@ -57,12 +61,12 @@ def main() -> None:
 
     baseline = most_popular(data)
     model = ModelConfig(hidden_size=64, ffn_size=128, num_layers=2, num_heads=2)
-    train = TrainConfig(batch_size=512, max_epochs=args.epochs, patience=3, seed=0)
+    train = TrainConfig(batch_size=512, max_epochs=args.epochs, patience=3, seed=0, training=args.training)
     t0, c0 = time.perf_counter(), time.process_time()
     print()
-    result = fit(data, model, MethodConfig(), train, on_epoch=show)
+    result = fit(data, model, MethodConfig(), train, device=args.device, on_epoch=show)
     sasrec = result.test.metrics()
-    print(f"SASRec base: best epoch {result.best_epoch} of {len(result.epochs)}, {time.perf_counter() - t0:.1f} s "
+    print(f"SASRec base on {args.device}: best epoch {result.best_epoch} of {len(result.epochs)}, {time.perf_counter() - t0:.1f} s "
           f"wall, {time.process_time() - c0:.1f} s CPU")
     print("| model | test NDCG@10 | test NDCG@20 | test Recall@10 | test Recall@20 |")
     print("|---|---:|---:|---:|---:|")
@@ -72,11 +76,12 @@ def main() -> None:
     print(f"SASRec / MostPop NDCG@20 = {ratio:.1f}x")
 
     if args.quickstart:
-        quick = TrainConfig(batch_size=512, max_epochs=8, patience=3, seed=0)
+        quick = TrainConfig(batch_size=512, max_epochs=8, patience=3, seed=0, training=args.training)
         methods = [MethodConfig(), MethodConfig(name="erl", reasoning_steps=2, kl_lambda=0.05),
                    MethodConfig(name="prl", reasoning_steps=2, tau=0.5, alpha=5.0, gamma=0.01)]
         total, total_cpu = 0.0, 0.0
-        print("\n| quickstart trial | epochs | wall s | CPU s | test NDCG@20 |")
+        print(f"\nquickstart on CPU, {torch.get_num_threads()} torch threads, training={args.training}")
+        print("| quickstart trial | epochs | wall s | CPU s | test NDCG@20 |")
         print("|---|---:|---:|---:|---:|")
         for method in methods:
             t0, c0 = time.perf_counter(), time.process_time()

@@ -117,6 +117,30 @@ def test_interrupted_write_leaves_no_complete_looking_cache(tmp_path, monkeypatc
     assert len(data.train) > 0
 
 
+def test_a_concurrent_writers_complete_folder_is_kept(tmp_path, monkeypatch):
+    first = load_dataset(SPEC, tmp_path)
+    (folder,) = folders(tmp_path)
+    before = (folder / "manifest.json").stat().st_mtime_ns
+    # Another process finished while we were preparing: our write must keep its folder, not trash it.
+    monkeypatch.setattr(cache_mod, "read_manifest", _fail_first(cache_mod.read_manifest))
+    again = load_dataset(SPEC, tmp_path)
+    same(first, again)
+    assert (folder / "manifest.json").stat().st_mtime_ns == before
+    assert [p.name for p in (tmp_path / "processed").iterdir()] == [folder.name]
+
+
+def _fail_first(real):
+    calls = []
+
+    def patched(folder, verify=True):
+        calls.append(folder)
+        if len(calls) == 1:  # prepare()'s first look: pretend the cache is not there yet
+            raise cache_mod.CacheDamaged("not yet")
+        return real(folder, verify)
+
+    return patched
+
+
 def test_loaded_equals_rebuilt_and_prepare_returns_the_folder(tmp_path):
     first = load_dataset(SPEC, tmp_path)
     folder = prepare(SPEC, tmp_path)

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from .preprocess import SPLITS, Processed
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # bump when the preprocessing, the synthetic generator or the file layout changes
 MANIFEST = "manifest.json"
 _HASHES = ".raw-hashes.json"
 
@@ -142,6 +142,11 @@ def write(folder: Path, p: Processed, item_text: dict[str, np.ndarray] | None, m
         manifest = {**manifest, "format_version": FORMAT_VERSION, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(jsonable(manifest), indent=1, sort_keys=True))
         if folder.exists():
+            try:
+                read_manifest(folder)
+                return  # a concurrent writer (another trial) finished the same folder first: keep theirs
+            except CacheDamaged:
+                pass
             # A damaged folder: move it aside first (rename is atomic), then delete it.
             trash = folder.parent / f".{folder.name}.trash-{uuid.uuid4().hex[:8]}"
             os.rename(folder, trash)
