@@ -6,8 +6,9 @@
 What the database holds (one study, `bench`, shaped like the paper's grids):
 - 5 datasets x 4 backbones x 100 configurations x 5 seeds = 10,000 trials: base; naive and RPE at K = 1..5;
   ERL at K = 1..5 x lambda in {0, 0.001, 0.005, 0.01, 0.05, 0.1}; PRL at K = 2 x tau (6) x alpha (6), at
-  K = 1, 3, 4, 5 pinned, PRL w/o RCL, and small PRL grids at K = 3 and 4. The stored definition is a real
-  study file (it parses and expands to exactly these trials, so the report's expected cells are real).
+  K = 1, 3, 4, 5 pinned, PRL w/o RCL, and small PRL grids at K = 3 and 4; an ERL lambda sensitivity block
+  (Fig. 6) that repeats the K = 2 grid's trials. The stored definition is a real study file (it parses and
+  expands to exactly these trials, so the report's expected cells are real).
 - Statuses: about 2 % failed (with a traceback), 1 % running, 2 % pending (linked, no trial row).
 - Per completed trial, the store's rows as the trial function writes them: metrics for valid and test x
   steps 0..K and the output x 9 user/item groups x 4 metrics (~3 million rows in all), step similarity
@@ -59,7 +60,9 @@ STUDY = {
                 {"name": "prl", "reasoning_steps": [1, 3, 4, 5], "tau": 0.5, "alpha": 5.0},
                 {"name": "prl", "reasoning_steps": 2, "tau": 0.5, "alpha": 5.0, "rcl": False},
                 {"name": "prl", "reasoning_steps": 3, "tau": [0.5, 1.0, 2.0], "alpha": [1.2, 1.5, 2.0, 10.0]},
-                {"name": "prl", "reasoning_steps": 4, "tau": [1.0, 2.0], "alpha": [2.0, 5.0, 10.0]}],
+                {"name": "prl", "reasoning_steps": 4, "tau": [1.0, 2.0], "alpha": [2.0, 5.0, 10.0]},
+                # Fig. 6's lambda curve: the same trials as the ERL grid at K = 2 (identical trials run once)
+                {"name": "erl", "reasoning_steps": 2, "sensitivity": {"kl_lambda": [0.001, 0.005, 0.01, 0.05, 0.1]}}],
     "seeds": [0, 1, 2, 3, 4],
     "selection": {"metric": "valid/ndcg@20"},
 }
@@ -72,13 +75,15 @@ def points(study) -> list[dict]:
     """Every trial of the study as flat settings (grid x seeds), in the order harness.expand uses."""
     out = []
     for dataset, backbone, entry in itertools.product(study.datasets, study.backbones, study.methods):
-        params, _, _ = merged_params(study, entry)
+        params, sensitivity, _ = merged_params(study, entry)
         pinned = {k: v for k, v in params.items() if not isinstance(v, Choice)}
         axes = [(k, v.values) for k, v in params.items() if isinstance(v, Choice)]
+        changes = [{}] if not sensitivity else [{n: v} for n, c in sensitivity.items() for v in c.values]
         for combo in itertools.product(*(values for _, values in axes)):
             point = {**pinned, **dict(zip([k for k, _ in axes], combo, strict=True))}
-            for seed in study.seeds:
-                out.append({"dataset": dataset, "backbone": backbone, "method": entry.name, **point, "seed": seed})
+            for change, seed in itertools.product(changes, study.seeds):
+                out.append({"dataset": dataset, "backbone": backbone, "method": entry.name, **point, **change,
+                            "seed": seed})
     return out
 
 

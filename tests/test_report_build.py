@@ -90,11 +90,12 @@ def test_missing_failed_and_running_cells_say_why(demo):
 
 def test_sensitivity_section(db, tmp_path):
     text = build_report(db, "sens", tmp_path).read_text()
-    table = pd.read_csv(tmp_path / "sens" / "table_sensitivity.csv")
-    points = sorted(zip(table.parameter, table.value, strict=True))
-    assert points == [("alpha", 2.0), ("alpha", 5.0), ("tau", 0.5), ("tau", 1.0)]
-    tau1 = table[(table.parameter == "tau") & (table.value == 1.0)].iloc[0]
-    assert tau1["mean"] == pytest.approx(0.1 + 1.0 / 10 + 5.0 / 100)  # alpha pinned at 5.0 along the tau curve
+    tau = pd.read_csv(tmp_path / "sens" / "table_sensitivity_prl_tau.csv")
+    alpha = pd.read_csv(tmp_path / "sens" / "table_sensitivity_prl_alpha.csv")
+    assert list(tau.value) == [0.5, 1.0] and list(alpha.value) == [2.0, 5.0]
+    assert tau["mean"].tolist() == pytest.approx([0.1 + t / 10 + 5.0 / 100 for t in (0.5, 1.0)])  # alpha pinned at 5
+    assert alpha["mean"].tolist() == pytest.approx([0.1 + 0.5 / 10 + a / 100 for a in (2.0, 5.0)])  # tau pinned
+    assert "| synthetic | sasrec | 0.2000 | 0.2500 | τ=1 | 1 |" in text  # one row per dataset x backbone
     assert png_size(tmp_path / "sens" / "fig6_sensitivity.png")[0] > 300
     assert "Overall performance" in text and "does not have both" in text  # no Base in this study
 

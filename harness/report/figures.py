@@ -14,7 +14,7 @@ from .tables import missing, variant_label, variant_rank
 
 COLORS = {"base": "#7f7f7f", "naive": "#9467bd", "rpe": "#1f77b4", "erl": "#ff7f0e", "prl": "#2ca02c",
           "erl w/o KL": "#ffbb78", "prl w/o RCL": "#98df8a"}
-SYMBOLS = {"tau": "τ", "alpha": "α", "kl_lambda": "λ", "gamma": "γ"}
+SYMBOLS = {"tau": "τ", "alpha": "α", "kl_lambda": "λ", "gamma": "γ", "reasoning_steps": "K"}
 DPI = 100
 
 

@@ -15,7 +15,7 @@ from . import figures
 from .context import MAX_PANELS, Context, Section, absent
 from .frames import GROUP, comparison_table, ordered, tests_with_p
 from .status import _method_dict, describe_cell
-from .tables import SHORT, Table, fmt_mean_ci, fmt_number, variant_label, variant_rank
+from .tables import SHORT, Table, fmt_mean_ci, variant_label, variant_rank
 
 MAIN = "ndcg@20"
 
@@ -192,22 +192,42 @@ def sensitivity(ctx: Context) -> Section:
     points = pd.DataFrame(rows)
     best = points.sort_values(["valid_score", "config_id"], ascending=[False, True]).drop_duplicates(
         ["parameter", "variant", "dataset", "backbone", "value"])  # a grid under a sensitivity value: best on valid
-    best = ordered(best, ctx.order).sort_values(["parameter", "variant", "value"], kind="stable")
-    display = pd.DataFrame({"Dataset": best.dataset, "Backbone": best.backbone, "Method": best.variant.map(variant_label),
-                            "Parameter": best.parameter.map(lambda s: figures.SYMBOLS.get(s, s)),
-                            "Value": best.value.map(lambda v: f"{v:g}"),
-                            "N@20 (test)": [fmt_mean_ci(m, c) for m, c in zip(best["mean"], best.ci95, strict=True)],
-                            f"valid {SHORT.get(ctx.selection_metric, ctx.selection_metric)}":
-                                best.valid_score.map(fmt_number), "Seeds": best.n.astype(int)})
-    declared = sum(len(p["values"]) for p in panels) * max(1, len(ctx.order.get("dataset", [])) *
-                                                           len(ctx.order.get("backbone", [])))
-    table = Table("table_sensitivity", "Test NDCG@20 against one hyper-parameter, the others pinned", best,
-                  display, [f"{len(best)} of {declared} declared points have completed trials; the others are "
-                            "pending or failed (see Trials not completed)."])
-    panel_keys = best[["parameter", "dataset", "backbone"]].drop_duplicates().head(MAX_PANELS)
+    best = ordered(best.sort_values("value", kind="stable"), ctx.order)  # datasets, backbones; values ascending
+    tables = [_sensitivity_table(ctx, panel, best[(best.parameter == panel["parameter"])
+                                                  & (best.variant == panel["variant"])]) for panel in panels]
+    names: dict[str, int] = {}
+    for table in tables:  # two blocks varying the same parameter of the same method: distinct files
+        names[table.name] = names.get(table.name, 0) + 1
+        table.name += f"_{names[table.name]}" if names[table.name] > 1 else ""
+    rank = {p["parameter"]: i for i, p in reversed(list(enumerate(panels)))}  # the study's order of parameters
+    panel_keys = best[["parameter", "dataset", "backbone"]].drop_duplicates()
+    panel_keys = panel_keys.sort_values("parameter", key=lambda c: c.map(rank), kind="stable").head(MAX_PANELS)
     ctx.figure(figures.sensitivity_figure, best.merge(panel_keys), ctx.out / "fig6_sensitivity.png")
-    return Section(key, title, True, [], [table], [("fig6_sensitivity.png", "Test NDCG@20 against τ, α (PRL) and "
-                                                    "λ (ERL), one at a time")], views=["report_configs"])
+    return Section(key, title, True, [], tables, [("fig6_sensitivity.png", "Test NDCG@20 against τ, α (PRL) and "
+                                                   "λ (ERL), one at a time")], views=["report_configs"])
+
+
+def _sensitivity_table(ctx: Context, panel: dict, points: pd.DataFrame) -> Table:
+    """One row per dataset x backbone, one column per declared value (test NDCG@20), the best on validation."""
+    symbol = figures.SYMBOLS.get(panel["parameter"], panel["parameter"])
+    pinned = ", ".join(f"{figures.SYMBOLS.get(k, k)}={v:g}" for k, v in panel["pinned"].items()
+                       if k in ("reasoning_steps", "kl_lambda", "tau", "alpha", "gamma"))
+    rows = []
+    for (dataset, backbone), part in points.groupby(GROUP, sort=False):
+        by_value = {v: r for v, r in zip(part.value, part.to_dict("records"), strict=True)}
+        row = {"Dataset": dataset, "Backbone": backbone}
+        for value in panel["values"]:
+            r = by_value.get(value)
+            row[f"{symbol}={value:g}"] = fmt_mean_ci(r["mean"], r["ci95"]) if r else "not completed"
+        top = max(by_value.values(), key=lambda r: r["valid_score"])
+        row[f"best on valid {SHORT.get(ctx.selection_metric, ctx.selection_metric)}"] = f"{symbol}={top['value']:g}"
+        row["Seeds"] = int(part.n.max())
+        rows.append(row)
+    name = f"table_sensitivity_{panel['variant'].split()[0]}_{panel['parameter']}"
+    return Table(name, f"{variant_label(panel['variant'])}: test NDCG@20 against {symbol} ({pinned})",
+                 points.drop(columns=["config_id"]), pd.DataFrame(rows),
+                 ["Cells: test mean ± 95 % t-interval over seeds; every other setting pinned as in the study file; "
+                  "'not completed': no completed trial at that value yet (see Trials not completed)."])
 
 
 __all__ = ["overall", "ablation", "steps", "sensitivity", "METRICS"]
