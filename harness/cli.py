@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .errors import (
+    EXIT_ENVIRONMENT,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -60,6 +61,10 @@ def cmd_run(args) -> int:
         _out(f"  failed {key[:12]}: {summary_line(error)}")
     for error in summary["internal_errors"]:
         _out(f"  internal error: {error}")
+    if summary["aborted"]:
+        _out(f"  Ray Tune stopped before the study finished ({summary['aborted']}); completed trials are stored: "
+             "run the same command again to finish the rest")
+        return EXIT_ENVIRONMENT
     if summary["internal_errors"]:
         return EXIT_INTERNAL
     if summary["interrupted"] and not failed:
@@ -92,10 +97,12 @@ def cmd_plan(args) -> int:
     if args.list and plan.trials:
         import pandas as pd
 
-        rows = [{"trial": t.short, "dataset": t.dataset, "backbone": t.model["backbone"], "method": t.method["name"],
-                 "K": t.method["reasoning_steps"], "kl_lambda": t.method["kl_lambda"], "tau": t.method["tau"],
-                 "alpha": t.method["alpha"], "seed": t.seed, "status": plan.statuses.get(t.key, "pending")}
-                for t in plan.trials]
+        from .store import trial_row
+
+        rows = [{"trial": t.short, **{k: row[k] for k in ("dataset", "backbone", "method", "reasoning_steps",
+                                                          "kl_lambda", "tau", "alpha", "gamma", "seed")},
+                 "status": plan.statuses.get(t.key, "pending")}
+                for t in plan.trials for row in [trial_row(t, "")]]
         _out(pd.DataFrame(rows).to_string(index=False))
     return EXIT_OK
 

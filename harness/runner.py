@@ -274,6 +274,32 @@ class StudyRunner:
                 link.symlink_to(Path(existing).absolute(), target_is_directory=True)
         return recovered
 
+    def _launch(self, plan: Plan, trainable: Callable, context: dict, resources: Resources, callback) -> None:
+        """One Tune run for a grid study; one per search group (dataset x backbone x method x seed) for Optuna."""
+        study, options = self.study, self.options
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        if study.search.algorithm == "grid":
+            callback.max_epochs = max(t.train["max_epochs"] for t in plan.to_run)
+            space = {"trial": _grid([t.to_dict() for t in plan.to_run]), "context": context}
+            _tune_run(f"{study.name}-{stamp}", trainable, space, study, options, resources, callback,
+                      dirname=lambda t: t.config["trial"]["key"][:12])
+        else:
+            from ray.tune.search.optuna import OptunaSearch
+
+            for group, points, rewards in plan.groups:
+                budget = study.search.num_samples - len(points)
+                if budget <= 0:
+                    continue
+                self.out(f"optuna search {group.label}: {budget} trials ({len(points)} earlier results reused)")
+                callback.max_epochs = group.max_epochs()
+                space = {"group": group.to_config(study.selection.name),
+                         "params": {k: _domain(v) for k, v in group.space.items()}, "context": context}
+                # a seed per resume step: the same seed would redraw the first run's (random start-up) points
+                searcher = OptunaSearch(seed=study.search.seed + len(points), points_to_evaluate=points or None,
+                                        evaluated_rewards=rewards or None)
+                _tune_run(f"{study.name}-{group.id}-{stamp}", trainable, space, study, options, resources,
+                          callback, search_alg=searcher, num_samples=budget, dirname=lambda t: t.trial_id)
+
     def _run(self, plan: Plan, store: Store) -> dict[str, Any]:
         from .progress import Progress, StudyCallback
         from .trial import resolve, run_trial
@@ -284,7 +310,7 @@ class StudyRunner:
         self.out(f"study {study.name}: {plan.planned} trials planned, {plan.completed} already complete"
                  + (f" ({recovered} recovered from result files)" if recovered else "") + f", {plan.remaining} to run")
         summary = {"planned": plan.planned, "skipped": plan.completed, "completed": 0, "failed": {}, "interrupted": 0,
-                   "internal_errors": []}
+                   "internal_errors": [], "aborted": None}
         if plan.remaining <= 0:
             return summary
         started_here = start_ray(options, log=self.out)
@@ -300,28 +326,11 @@ class StudyRunner:
             def trainable(config):  # a fresh function per study: tune.with_resources mutates what it wraps
                 return run_trial(config)
 
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            if study.search.algorithm == "grid":
-                callback.max_epochs = max(t.train["max_epochs"] for t in plan.to_run)
-                space = {"trial": _grid([t.to_dict() for t in plan.to_run]), "context": context}
-                _tune_run(f"{study.name}-{stamp}", trainable, space, study, options, resources, callback,
-                          dirname=lambda t: t.config["trial"]["key"][:12])
-            else:
-                from ray.tune.search.optuna import OptunaSearch
-
-                for group, points, rewards in plan.groups:
-                    budget = study.search.num_samples - len(points)
-                    if budget <= 0:
-                        continue
-                    self.out(f"optuna search {group.label}: {budget} trials ({len(points)} earlier results reused)")
-                    callback.max_epochs = group.max_epochs()
-                    space = {"group": group.to_config(study.selection.name),
-                             "params": {k: _domain(v) for k, v in group.space.items()}, "context": context}
-                    # a seed per resume step: the same seed would redraw the first run's (random start-up) points
-                    searcher = OptunaSearch(seed=study.search.seed + len(points), points_to_evaluate=points or None,
-                                            evaluated_rewards=rewards or None)
-                    _tune_run(f"{study.name}-{group.id}-{stamp}", trainable, space, study, options, resources,
-                              callback, search_alg=searcher, num_samples=budget, dirname=lambda t: t.trial_id)
+            try:
+                self._launch(plan, trainable, context, resources, callback)
+            except Exception as exc:  # noqa: BLE001 - e.g. Ray Tune gives up when a node runs out of memory
+                summary["aborted"] = _first_line(exc)
+                self.out(f"Ray Tune stopped early: {summary['aborted']}")
             progress.show(force=True)
         finally:
             if started_here:
@@ -333,6 +342,11 @@ class StudyRunner:
         summary["failed"] = callback.failed
         summary["interrupted"] = max(0, progress.total - progress.done - progress.failed)
         return summary
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
 
 
 def _grid(values: list) -> Any:

@@ -46,7 +46,7 @@ def run(study_file, raw, tmp_path: Path, data_cache: Path, **options):
     return summary, lines, Store(tmp_path / "results.duckdb", read_only=True)
 
 
-def test_grid_run_retries_records_failures_and_resumes(ray_local, study_file, tmp_path, data_cache):
+def test_grid_run_retries_records_failures_and_resumes(ray_local, study_file, tmp_path, data_cache, capsys):
     # prl with max_len 5 fails inside fit (the data's histories are longer); the two others complete.
     raw = tiny_study(methods=["base", {"name": "erl", "reasoning_steps": 1},
                               {"name": "prl", "reasoning_steps": 1, "max_len": 5}],
@@ -67,6 +67,12 @@ def test_grid_run_retries_records_failures_and_resumes(ray_local, study_file, tm
         assert Path(run_dir).parent == tmp_path / "runs" / "tiny"
     assert store.query("SELECT count(*) AS n FROM metrics")["n"][0] == 36 * 2 * (2 + 3)
     assert set(store.query("SELECT study FROM study_trials").study) == {"tiny"}
+    from harness.cli import main
+
+    assert main(["status", "--db", str(tmp_path / "results.duckdb")]) == 0
+    status = capsys.readouterr().out
+    assert "tiny (grid" in status and "2/3 completed, 1 failed" in status
+    assert f"failed {trials.trial_key[2][:12]} synthetic/prl: " in status and "max_len" in status
 
     # Resume: completed trials are skipped (not re-run: same started_at), the failed one runs again.
     summary, lines, store = run(study_file, raw, tmp_path, data_cache)
