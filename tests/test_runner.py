@@ -148,3 +148,21 @@ def test_progress_line_counts_best_and_eta():
     progress.show()
     progress.show()  # nothing changed: no second line
     assert len(lines) == 1
+
+
+def test_a_ray_tune_abort_keeps_results_and_exits_3(ray_local, study_file, tmp_path, data_cache, monkeypatch,
+                                                    capsys):
+    import harness.runner as runner_module
+    from harness.cli import main
+
+    def out_of_memory(*args, **kwargs):  # what Ray Tune raises when its memory monitor kills a trial actor
+        raise RuntimeError("Caught unexpected exception: 1 worker(s) were killed due to the node running low "
+                           "on memory.\nMemory on the node ...")
+
+    monkeypatch.setattr(runner_module, "_tune_run", out_of_memory)
+    path = study_file(tiny_study(name="abort"), "abort.yaml")
+    code = main(["run", str(path), "--db", str(tmp_path / "r.duckdb"), "--runs", str(tmp_path / "runs"),
+                 "--cache-dir", str(data_cache)])
+    out = capsys.readouterr().out
+    assert code == 3 and "Ray Tune stopped early: RuntimeError: Caught unexpected exception" in out
+    assert "run the same command again" in out and "2 not finished" in out
