@@ -28,7 +28,7 @@ from .errors import ResourceError
 from .expand import DatasetRef, SearchGroup, expand, search_groups
 from .keys import TrialSpec
 from .store import RunLock, Store
-from .study import Choice, Range, Resources, Study
+from .study import Asha, Choice, Range, Resources, Study
 
 PACKAGES = ("rearec-harness", "torch", "numpy", "pandas", "pyarrow", "ray", "optuna", "duckdb", "tensorboard")
 
@@ -213,7 +213,7 @@ def _tune_run(name: str, trainable: Callable, param_space: dict, study: Study, o
     from ray.tune.schedulers import ASHAScheduler
 
     scheduler = None
-    asha = study.asha or (dataclasses.replace(study.asha or _default_asha()) if options.asha else None)
+    asha = study.asha or (Asha() if options.asha else None)
     if asha is not None:
         max_epochs = max(int(callback.max_epochs), 1)
         # max_t one past the last epoch: ASHA must not end a trial at its final report (it would lose the results)
@@ -233,12 +233,6 @@ def _tune_run(name: str, trainable: Callable, param_space: dict, study: Study, o
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # no result.json: by design
     logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)  # failures: our own lines
     tuner.fit()
-
-
-def _default_asha():
-    from .study import Asha
-
-    return Asha()
 
 
 class StudyRunner:
