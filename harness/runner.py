@@ -97,9 +97,11 @@ def driver_env() -> dict[str, Any]:
     return {"packages": versions, "git": git, "python": platform.python_version(), "driver_host": socket.gethostname()}
 
 
-def make_plan(study: Study, options: RunOptions, store: Store | None, log: Callable[[str], None] = print) -> Plan:
+def make_plan(study: Study, options: RunOptions, store: Store | None, log: Callable[[str], None] = print,
+              datasets: list[DatasetRef] | None = None) -> Plan:
     """Resolve datasets (preparing caches), expand the study and look up what the database already has."""
-    datasets = resolve_datasets(study, options.cache_dir, log=log)
+    if datasets is None:
+        datasets = resolve_datasets(study, options.cache_dir, log=log)
     plan = Plan(study, datasets)
     if study.search.algorithm == "grid":
         plan.trials = expand(study, datasets)
@@ -242,9 +244,10 @@ class StudyRunner:
         self.study, self.options, self.out = study, options, out
 
     def run(self) -> dict[str, Any]:
+        datasets = resolve_datasets(self.study, self.options.cache_dir, log=self.out)  # a bad dataset writes nothing
         with RunLock(self.options.db).acquire(self.study.name):
             store = Store(self.options.db)
-            plan = make_plan(self.study, self.options, store, log=self.out)
+            plan = make_plan(self.study, self.options, store, log=self.out, datasets=datasets)
             return self._run(plan, store)
 
     def _register(self, plan: Plan, store: Store, env: dict) -> int:

@@ -28,6 +28,7 @@ BAD_STUDIES = [
     (tiny_study(selection={"metric": "test/ndcg@20"}), "selection.metric", "test metric"),
     (tiny_study(resources={"cpu": -1}), "resources.cpu", "must be > 0"),
     (tiny_study(datasets=[{"name": "synthetic", "kcor": 5}]), "datasets[0].kcor", "did you mean 'kcore'"),
+    (tiny_study(datasets=[{"interactions": "missing.tsv"}]), "datasets[0]", "missing.tsv"),
     (None, "no such file", ""),
     ("datasets: [synthetic\nmethods: [base]\n", "line 2, column", "YAML syntax error"),
 ]
