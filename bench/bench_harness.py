@@ -13,6 +13,13 @@ What is measured, per repeat (fresh database, fresh runs folder, fresh Ray insta
 - ``startup_plus_ingest`` = ray_start + ingest. Target <= 15 s.
 - ``total``: the whole `StudyRunner.run()` including dataset resolution, Ray start and shutdown.
 Medians over the repeats are printed and written to bench/results/harness.json.
+
+    .venv/bin/python bench/bench_harness.py --gpu         # on a machine with one GPU (a few minutes)
+
+GPU sharing check: the same 4 trials (PRL, K = 2, d = 256, the default synthetic data) once with
+`gpu: 0.25` (all four share the GPU at once) and once with `gpu: 1` (one at a time), `--device cuda`;
+prints each study's wall time and the aggregate throughput ratio (trials per second, shared / exclusive).
+Written to bench/results/harness_gpu.json.
 """
 
 from __future__ import annotations
@@ -28,6 +35,57 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+
+def gpu_study(gpu: float, epochs: int) -> dict:
+    return {
+        "name": f"gpu{gpu:g}",
+        "datasets": ["synthetic"],
+        "methods": [{"name": "prl", "reasoning_steps": 2}],
+        "params": {"hidden_size": 256, "max_epochs": epochs, "patience": epochs, "batch_size": 256},
+        "seeds": [0, 1, 2, 3],
+        "resources": {"cpu": 2, "gpu": gpu},
+    }
+
+
+def gpu_check(args) -> None:
+    import yaml
+
+    from harness.runner import RunOptions, StudyRunner
+    from harness.study import load_study
+
+    out = {}
+    for gpu in (0.25, 1.0):
+        work = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
+        try:
+            path = work / "gpu.yaml"
+            path.write_text(yaml.safe_dump(gpu_study(gpu, args.epochs)))
+            options = RunOptions(db=work / "r.duckdb", runs=work / "runs", cache_dir=REPO / "data", device="cuda",
+                                 dashboard=False)
+            times = {}
+            from harness import runner as runner_mod
+
+            original = runner_mod._tune_run
+
+            def timed(*a, _original=original, _times=times, **k):
+                t0 = time.perf_counter()
+                _original(*a, **k)
+                _times["study"] = time.perf_counter() - t0
+
+            runner_mod._tune_run = timed
+            try:
+                summary = StudyRunner(load_study(path), options, out=lambda line: print("   ", line, flush=True)).run()
+            finally:
+                runner_mod._tune_run = original
+            assert summary["completed"] == 4 and not summary["failed"], summary
+            out[f"gpu={gpu:g}"] = {"study_seconds": times["study"], "trials_per_second": 4 / times["study"]}
+            print(f"gpu {gpu:g}: 4 trials in {times['study']:.1f} s", flush=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    ratio = out["gpu=0.25"]["trials_per_second"] / out["gpu=1"]["trials_per_second"]
+    out["throughput_ratio_shared_over_exclusive"] = ratio
+    print(f"aggregate throughput, 4 x gpu 0.25 at once vs one at a time at gpu 1: {ratio:.2f}x")
+    Path(args.out).with_name("harness_gpu.json").write_text(json.dumps({"args": vars(args), **out}, indent=1))
 
 
 def study_mapping(epochs: int, hidden: int) -> dict:
@@ -105,7 +163,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--out", default=str(REPO / "bench/results/harness.json"))
+    parser.add_argument("--gpu", action="store_true", help="the GPU sharing check instead (needs one GPU)")
     args = parser.parse_args()
+    if args.gpu:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        return gpu_check(args)
     rows = []
     for i in range(args.repeats):
         work = Path(tempfile.mkdtemp(prefix="bench-harness-"))
