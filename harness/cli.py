@@ -44,6 +44,7 @@ def _load(args):
 
 
 def cmd_run(args) -> int:
+    from .progress import summary_line
     from .runner import RunOptions, StudyRunner
 
     study = _load(args)  # every check that needs no I/O happens before anything is written or started
@@ -56,8 +57,6 @@ def cmd_run(args) -> int:
          f"{len(failed)} failed" + (f", {summary['interrupted']} not finished" if summary["interrupted"] else "")
          + f"; results in {args.db}")
     for key, error in failed.items():
-        from .progress import summary_line
-
         _out(f"  failed {key[:12]}: {summary_line(error)}")
     for error in summary["internal_errors"]:
         _out(f"  internal error: {error}")
@@ -209,6 +208,19 @@ def cmd_data(args) -> int:
     return EXIT_OK
 
 
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -235,9 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: GPUs if the study asks and the cluster has them, else CPU with a warning; "
                         "cuda: fail before launching when there is no GPU; cpu: never use GPUs")
-    p.add_argument("--retries", type=int, default=0, help="re-run a failed trial up to N times (default 0)")
-    p.add_argument("--concurrency", type=int, help="at most N trials at once (overrides the study)")
-    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--retries", type=_count(0), default=0, help="re-run a failed trial up to N times (default 0)")
+    p.add_argument("--concurrency", type=_count(1), help="at most N trials at once (overrides the study)")
+    p.add_argument("--num-cpus", type=_count(1), help="CPUs of the local Ray instance (default: all)")
     p.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=None,
                    help="start the Ray dashboard with a local instance (default: Ray's choice)")
     p.add_argument("--asha", action="store_true", help="ASHA early termination even if the study does not ask")
