@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS epochs(
 CREATE TABLE IF NOT EXISTS metrics(
     trial_key VARCHAR, split VARCHAR, step INTEGER, user_group VARCHAR, metric VARCHAR, value DOUBLE);
 CREATE TABLE IF NOT EXISTS sample_ranks(trial_key VARCHAR, split VARCHAR, sample INTEGER, step INTEGER, rank INTEGER);
+CREATE TABLE IF NOT EXISTS latency(trial_key VARCHAR, split VARCHAR, cached BOOLEAN, seconds DOUBLE, rows INTEGER);
 CREATE TABLE IF NOT EXISTS step_similarity(
     trial_key VARCHAR, split VARCHAR, step_a INTEGER, step_b INTEGER, cosine DOUBLE);
 CREATE OR REPLACE VIEW results AS
@@ -57,7 +58,7 @@ CREATE OR REPLACE VIEW results AS
     FROM trials t JOIN metrics m USING (trial_key)
     WHERE t.status = 'completed' AND m.user_group = 'all';
 """
-CHILD_TABLES = ("epochs", "metrics", "sample_ranks", "step_similarity")
+CHILD_TABLES = ("epochs", "metrics", "sample_ranks", "step_similarity", "latency")
 METHOD_PARAMS = {"erl": ("kl_lambda",), "prl": ("tau", "alpha", "gamma")}  # NULL in `trials` for other methods
 
 
@@ -257,8 +258,10 @@ class Store:
             self._link(con, study, [spec.key])
             for table in CHILD_TABLES:
                 con.execute(f"DELETE FROM {table} WHERE trial_key = ?", [spec.key])
+            latency = pd.DataFrame(res.get("latency", []), columns=["split", "cached", "seconds", "rows"])
             for table, frame in (("epochs", output.epochs), ("metrics", output.metrics),
-                                 ("sample_ranks", output.ranks), ("step_similarity", output.similarity)):
+                                 ("sample_ranks", output.ranks), ("step_similarity", output.similarity),
+                                 ("latency", latency)):
                 if len(frame):
                     con.register("incoming", frame)
                     cols = ", ".join(frame.columns)

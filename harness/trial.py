@@ -116,6 +116,8 @@ def execute(spec: TrialSpec, out_dir: str | Path, cache_dir: str = "data", devic
             writer.add_scalar(f"test/{name}", value, fitted.best_epoch)
     finally:
         writer.close()
+    latency = measure_test_latency(fitted.model, MethodConfig.from_dict(spec.method), data.test,
+                                   int(spec.train["eval_batch_size"]), device)
     frames = [evaluation_frames(split, ev) for split, ev in (("valid", fitted.valid), ("test", fitted.test))]
     metrics = pd.concat([f[0] for f in frames], ignore_index=True)
     ranks = pd.concat([f[1] for f in frames], ignore_index=True)
@@ -126,9 +128,25 @@ def execute(spec: TrialSpec, out_dir: str | Path, cache_dir: str = "data", devic
     result = {"key": spec.key, "best_epoch": fitted.best_epoch, "epochs": len(fitted.epochs),
               "wall_seconds": fitted.wall_seconds, "n_parameters": fitted.n_parameters, "device": device,
               "started_at": started.isoformat(), "finished_at": utcnow().isoformat(), "env": trial_env(device),
-              "pid": os.getpid()}
+              "pid": os.getpid(), "latency": latency}
     write_json(out_dir / RESULT, result)  # last: its presence marks the trial complete
     return TrialOutput(result, epochs, metrics, ranks, similarity)
+
+
+def measure_test_latency(model, method, rows, batch_size: int, device: str, repeats: int = 3) -> list[dict]:
+    """Paper Table 4 for the trained model: median seconds of test-set full-ranking inference with and
+    without the KV cache (one warm-up pass first). Timings share the CPU with concurrent trials, so
+    studies meant for latency run one trial at a time (studies/latency.yaml)."""
+    import statistics
+
+    from rearec.latency import time_inference
+
+    time_inference(model, method, rows, batch_size, device, cached=True)  # warm-up
+    out = []
+    for cached in (True, False):
+        runs = [time_inference(model, method, rows, batch_size, device, cached=cached) for _ in range(repeats)]
+        out.append({"split": "test", "cached": cached, "seconds": statistics.median(runs), "rows": len(rows)})
+    return out
 
 
 def resolve(config: dict[str, Any]) -> TrialSpec:

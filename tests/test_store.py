@@ -35,13 +35,14 @@ def fake_output(key: str, k: int = 2, n: int = 5) -> TrialOutput:
                           "step": pd.array(np.repeat(steps, n), dtype="Int64"), "rank": np.arange(n * (k + 2))})
     sim = pd.DataFrame({"split": "test", "step_a": [0, 0], "step_b": [0, 1], "cosine": [1.0, 0.5]})
     result = {"key": key, "best_epoch": 2, "wall_seconds": 1.5, "n_parameters": 10, "device": "cpu",
-              "started_at": "2026-01-01T00:00:00", "finished_at": "2026-01-01T00:00:02", "env": {"host": "h"}}
+              "started_at": "2026-01-01T00:00:00", "finished_at": "2026-01-01T00:00:02", "env": {"host": "h"},
+              "latency": [{"split": "test", "cached": c, "seconds": 0.5, "rows": n} for c in (True, False)]}
     return TrialOutput(result, epochs, metrics, ranks, sim)
 
 
 def counts(store: Store) -> dict[str, int]:
     return {t: int(store.query(f"SELECT count(*) AS n FROM {t}")["n"][0])
-            for t in ("trials", "study_trials", "epochs", "metrics", "sample_ranks", "step_similarity")}
+            for t in ("trials", "study_trials", "epochs", "metrics", "sample_ranks", "step_similarity", "latency")}
 
 
 def test_schema_has_the_documented_names(tmp_path):
@@ -58,6 +59,7 @@ def test_schema_has_the_documented_names(tmp_path):
                                   "valid_recall_10", "valid_recall_20", "seconds", "is_best"]
     assert by_table["metrics"] == ["trial_key", "split", "step", "user_group", "metric", "value"]
     assert by_table["sample_ranks"] == ["trial_key", "split", "sample", "step", "rank"]
+    assert by_table["latency"] == ["trial_key", "split", "cached", "seconds", "rows"]
 
 
 def test_ingest_twice_changes_nothing(tmp_path, trials):
@@ -68,7 +70,7 @@ def test_ingest_twice_changes_nothing(tmp_path, trials):
     snapshot = store.query("SELECT * EXCLUDE (env, params) FROM trials")
     store.ingest(erl, "s", fake_output(erl.key), "/runs/s/x", {"git": {"revision": "abc"}})
     assert counts(store) == first == {"trials": 1, "study_trials": 1, "epochs": 2, "metrics": 2 * 4 * 2 * 2,
-                                      "sample_ranks": 4 * 5, "step_similarity": 2}
+                                      "sample_ranks": 4 * 5, "step_similarity": 2, "latency": 2}
     pd.testing.assert_frame_equal(store.query("SELECT * EXCLUDE (env, params) FROM trials"), snapshot)
     row = store.query("SELECT * FROM trials").iloc[0]
     assert row.status == "completed" and row.method == "erl" and row.reasoning_steps == 2

@@ -44,6 +44,9 @@ def test_execute_writes_results_and_tensorboard_events(tmp_path, data_cache, erl
     n_test = int((output.ranks.split == "test").sum()) // 4
     assert n_test > 0 and output.ranks.groupby(["split", "step"], dropna=False).size().nunique() == 2
     assert len(output.similarity) == 2 * 3 * 3
+    # Table 4 timings of the trained model: test-set inference with and without the KV cache
+    latency = {row["cached"]: row for row in output.result["latency"]}
+    assert set(latency) == {True, False} and all(r["seconds"] > 0 and r["rows"] == n_test for r in latency.values())
     # what the driver reads back equals what the trial returned
     again = read_output(out, erl_trial.key)
     assert again is not None and again.result == json.loads((out / "result.json").read_text())
