@@ -151,6 +151,9 @@ class Store:
                 con.execute(DDL)
                 if con.execute("SELECT count(*) FROM schema_info").fetchone()[0] == 0:
                     con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
+                from .report.views import create_views  # late import: the views module reads this schema
+
+                create_views(con)  # so `harness sql` has the report views before the first report
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -143,3 +143,9 @@ def test_read_only_store_rejects_writes_and_missing_files(tmp_path):
     with pytest.raises(duckdb.Error, match="read-only"):
         ro.query("DROP TABLE trials")
     assert "trials" in set(ro.query("SHOW TABLES")["name"])
+
+
+def test_report_views_exist_in_a_new_database(tmp_path):
+    store = Store(tmp_path / "r.duckdb")
+    views = set(store.query("SELECT view_name FROM duckdb_views() WHERE NOT internal")["view_name"])
+    assert {"results", "report_trials", "report_improvements", "report_latency"} <= views
