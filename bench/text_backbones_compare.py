@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DATASET = ROOT.parent / "shared" / "datasets" / "amazon2018-videogames"
 BACKBONES = ("sasrec", "unisrec", "morec")
+LABELS = {"sasrec": "SASRec", "unisrec": "UniSRec", "morec": "MoRec"}
 
 
 def spec() -> dict:
@@ -132,7 +133,7 @@ def plot(runs: list[dict], path: Path) -> None:
         m, ci = mean_ci(vals)
         ax.bar(i, m, yerr=0 if np.isnan(ci) else ci, capsize=6, color=["#888", "#3a7", "#37a"][i])
         ax.scatter([i] * len(vals), vals, color="k", s=10, zorder=3)
-    ax.set_xticks(range(len(BACKBONES)), [b.upper() if b != "unisrec" else "UniSRec" for b in BACKBONES])
+    ax.set_xticks(range(len(BACKBONES)), [LABELS[b] for b in BACKBONES])
     ax.set_ylabel("test NDCG@20 (mean ± 95 % CI)")
     ax.set_title("base backbones, amazon2018-videogames (reduced)", fontsize=9)
     fig.tight_layout()
@@ -148,7 +149,7 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--pca-dim", type=int, default=128)
     parser.add_argument("--user-fraction", type=float, default=0.1)
-    parser.add_argument("--valid-rows", type=int, default=2000)
+    parser.add_argument("--valid-rows", type=int, default=10000)
     parser.add_argument("--subsample-seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "text_backbones_compare")
