@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     load_after = os.getloadavg()
 
     summary = {"pick": pick_info, "batch_size": opts.batch_size, "batches": opts.batches,
-               "peer_batches": len(peer_index) if "peer" in names else 0, "repeats": opts.repeats,
+               "peer_batches": len(peer_index), "repeats": opts.repeats,
                "epoch": opts.epoch, "loadavg_before": load_before, "loadavg_after": load_after,
                "wall_s": time.perf_counter() - started,
                "workers": {k: w.info for k, w in workers.items()}, "results": {}}
