@@ -17,10 +17,9 @@ from .config import MethodConfig
 
 def _ce_sum(states: torch.Tensor, item_w: torch.Tensor, target_idx: torch.Tensor, temperature: float) -> torch.Tensor:
     """states (b, d), item_w (N, d), target_idx (b,) 0-based -> sum of CE over rows."""
-    logits = states @ item_w.T
-    if temperature != 1.0:
-        logits = logits / temperature
-    return F.cross_entropy(logits, target_idx, reduction="sum")
+    if temperature != 1.0:  # scale the (b, d) states, not the (b, N) logits: same values, less work
+        states = states / temperature
+    return F.cross_entropy(states @ item_w.T, target_idx, reduction="sum")
 
 
 def _kl_pairs_sum(log_p: torch.Tensor) -> torch.Tensor:
