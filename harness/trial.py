@@ -51,6 +51,21 @@ def _load_data(spec: TrialSpec, cache_dir: str):
     return data
 
 
+def item_features(model_cfg: ModelConfig, data, cache_dir: str):
+    """Frozen item-text features for a text-based backbone (None for ID-based ones): the item attributes
+    rendered as in paper §2.1, encoded by ``text_encoder`` and PCA-reduced to ``pca_dim``, cached under the
+    dataset cache by content hash. A fine-tuned MoRec encoder gets the texts themselves."""
+    from rearec.config import TEXT_BACKBONES
+
+    if model_cfg.backbone not in TEXT_BACKBONES:
+        return None
+    from rearec.data import text
+
+    if model_cfg.backbone == "morec" and model_cfg.finetune_text_encoder:
+        return ["", *text.item_texts(data)]
+    return text.item_embeddings(data, encoder=model_cfg.text_encoder, pca_dim=model_cfg.pca_dim, cache_dir=cache_dir)
+
+
 def _clean(directory: Path) -> None:
     """Remove what an interrupted earlier attempt left (event files, partial results)."""
     if directory.is_symlink():
@@ -110,8 +125,9 @@ def execute(spec: TrialSpec, out_dir: str | Path, cache_dir: str = "data", devic
         return False
 
     try:
-        fitted = fit(data, ModelConfig.from_dict(spec.model), MethodConfig.from_dict(spec.method),
-                     TrainConfig.from_dict(spec.train), device=device, on_epoch=on_epoch)
+        model_cfg = ModelConfig.from_dict(spec.model)
+        fitted = fit(data, model_cfg, MethodConfig.from_dict(spec.method), TrainConfig.from_dict(spec.train),
+                     device=device, on_epoch=on_epoch, item_features=item_features(model_cfg, data, cache_dir))
         for name, value in fitted.test.metrics().items():  # test only at the epoch chosen on validation
             writer.add_scalar(f"test/{name}", value, fitted.best_epoch)
     finally:

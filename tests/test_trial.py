@@ -71,3 +71,20 @@ def test_execute_refuses_data_that_changed_since_planning(tmp_path, data_cache, 
     with pytest.raises(RuntimeError, match="differs from the planned"):
         execute(changed, tmp_path / "t", cache_dir=str(data_cache))
     assert not (tmp_path / "t" / "result.json").exists()
+
+
+def test_text_backbones_get_encoded_item_text(tmp_path):
+    """UniSRec / MoRec trials encode the items' text with the offline encoder; ID backbones get none."""
+    from harness.trial import item_features
+    from rearec.config import ModelConfig
+    from rearec.data import load_dataset
+
+    rows = ["user_id\titem_id\ttimestamp"] + [f"u{u}\ti{(u + t) % 7}\t{100 * t + u}" for u in range(12) for t in range(6)]
+    (tmp_path / "inter.tsv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "items.tsv").write_text("item_id\ttitle\n" + "".join(f"i{i}\tGame number {i} &amp; more\n" for i in range(7)))
+    data = load_dataset({"interactions": str(tmp_path / "inter.tsv"), "items": str(tmp_path / "items.tsv"),
+                         "kcore": 1, "min_history_eval": 1, "split": {"method": "leave_one_out"}},
+                        cache_dir=str(tmp_path / "cache"))
+    assert item_features(ModelConfig(), data, str(tmp_path / "cache")) is None
+    features = item_features(ModelConfig(backbone="unisrec", pca_dim=4), data, str(tmp_path / "cache"))
+    assert features.shape == (data.n_items + 1, 4) and not features[0].any() and features[1:].any()
