@@ -88,12 +88,15 @@ def backward_loss(
         loss.backward()
         return float(loss.detach())
     detached = states.detach().requires_grad_(True)
+    # text backbones compute item_w from parameters (an adaptor over all items), whose graph can be walked
+    # only once: the chunks get a detached copy too, and its summed gradient goes back in the final call
+    item_d = item_w.detach().requires_grad_(True)
     total = 0.0
     for i in range(0, B, chunk):
-        part = vocab_loss(method, detached[i : i + chunk], item_w, target[i : i + chunk]) / B
-        part.backward()  # accumulates into detached.grad and the item representations' parameters
+        part = vocab_loss(method, detached[i : i + chunk], item_d, target[i : i + chunk]) / B
+        part.backward()  # accumulates into detached.grad and item_d.grad
         total += float(part.detach())
-    tensors, grads = [states], [detached.grad]
+    tensors, grads = [states, item_w], [detached.grad, item_d.grad]
     if extra is not None:
         tensors.append(extra)
         grads.append(torch.ones_like(extra))

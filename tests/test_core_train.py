@@ -157,3 +157,22 @@ def test_core_never_imports_orchestration_packages():
         text = path.read_text()
         for name in ("ray", "duckdb", "optuna", "yaml"):
             assert f"import {name}" not in text and f"from {name}" not in text, f"{path} imports {name}"
+
+
+@pytest.mark.parametrize("backbone", ["unisrec", "morec"])
+def test_chunked_loss_on_text_backbones_equals_unchunked(data, backbone):
+    """The item table of a text backbone comes out of an adaptor: chunking must still backpropagate once."""
+    cfg = ModelConfig(backbone=backbone, hidden_size=16, max_len=8, dropout=0.0, attn_dropout=0.0,
+                      input_dropout=0.0, adaptor_dropout=0.0)
+    method = MethodConfig(name="prl", reasoning_steps=2, tau=0.5, gamma=0.0)
+    features = np.random.default_rng(0).normal(size=(data.n_items + 1, 12))
+    features[0] = 0
+    torch.manual_seed(1)
+    model = ReaRecModel.from_configs(cfg, method, data.n_items, item_features=features).double().eval()
+    model.train()
+    history, target = torch.from_numpy(data.train.history[:40]), torch.from_numpy(data.train.target[:40])
+    full_loss, full = grads_of(model, method, history, target, chunk=10_000)
+    part_loss, part = grads_of(model, method, history, target, chunk=7)
+    assert part_loss == pytest.approx(full_loss, rel=1e-9)
+    for name in full:
+        assert torch.allclose(full[name], part[name], atol=1e-10), name
