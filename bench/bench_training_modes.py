@@ -1,9 +1,12 @@
 """Issue 7 figures: training modes 'padded' (every row padded to 50), 'bucketed' and 'packed', side by side.
 
     .venv/bin/python bench/bench_training_modes.py deviation           # seconds
-    .venv/bin/python bench/bench_training_modes.py throughput          # ~25-45 min on the shared 2-core box
+    .venv/bin/python bench/bench_training_modes.py throughput --batches 3 --repeats 3
+                                          # ~9 min idle, 15-40 min when other sessions load the box
+    .venv/bin/python bench/bench_training_modes.py throughput --extra "packed+fix=packed@/tmp/patched"
+                                          # + a worker importing rearec from /tmp/patched/rearec (A/B a patch)
     .venv/bin/python bench/bench_training_modes.py memory              # one subprocess per (mode, loss_chunk)
-    .venv/bin/python bench/bench_training_modes.py quality             # 6 short fits, ~15 min
+    .venv/bin/python bench/bench_training_modes.py quality             # 6 short fits, 3 seed processes
     .venv/bin/python bench/bench_training_modes.py all                 # the four in that order
 
 Data: ``rearec.data.load_dataset`` on shared/datasets/amazon2018-videogames (generic table source, no
@@ -29,8 +32,13 @@ memory -- a fresh subprocess per (mode, loss_chunk) loads the data, builds the m
   that mode's heaviest batches of the epoch (padded: any full batch; bucketed: its widest; packed: the
   batches with the most item tokens / reasoning-attention cells / rows); peak RSS = VmHWM of the process.
 deviation -- packed windows (rearec.packing.build_windows) vs per-row histories for every training target.
-quality -- d = 64, a random user subsample, PRL K = 2, seeds 0-2, bucketed vs packed with early stopping on
-  validation NDCG@20: mean +- 95 % CI (t, 2 dof) and Welch's t-test.
+quality -- d = 64, a random 10 % of users (vocabulary cut to their training items), PRL K = 2, seeds 0-2
+  (one process per seed, 1 thread each), bucketed vs packed, <= 4 epochs with early stopping on
+  validation NDCG@20: mean +- 95 % CI (t, 2 dof), Welch's t-test, and the paired (same seed = same
+  initial weights) difference.
+Load: with 2 OpenMP threads per process and a load average above the core count, each parallel region
+  waits for a descheduled thread; the many small ops of bucketed/packed steps suffer far more than the
+  large GEMMs of padded ones, so ratios shrink with load. Report ``uptime`` with every figure.
 """
 
 from __future__ import annotations
@@ -668,7 +676,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default="/tmp/bench_training_modes", help="batches, logs and JSON results")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--batch-size", type=int, default=2048)
-    parser.add_argument("--batches", type=int, default=4, help="throughput: batches per mode per round")
+    parser.add_argument("--batches", type=int, default=3, help="throughput: batches per mode per round")
     parser.add_argument("--repeats", type=int, default=3, help="throughput: timed rounds (median reported)")
     parser.add_argument("--phase-rounds", type=int, default=1, choices=[0, 1], help="throughput: instrumented round")
     parser.add_argument("--loss-chunk", type=int, default=1024, help="TrainConfig.loss_chunk (default 1024)")
