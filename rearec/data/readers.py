@@ -151,30 +151,26 @@ def timestamps(table: Table, column: str, unit: str = "s") -> np.ndarray:
         return _datetime_to_int(table, column, parsed, unit)
     numeric = pd.to_numeric(raw, errors="coerce") if is_text else raw.astype("float64")
     values = numeric.to_numpy(dtype="float64", na_value=np.nan)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise DataError(table.file, table.where(column, row), f"unparsable timestamp {raw.iloc[row]!r}")
-    if (values < 0).any():
-        row = int(np.argmax(values < 0))
-        raise DataError(table.file, table.where(column, row), f"negative timestamp {raw.iloc[row]!r}")
+    _reject_first(table, column, ~np.isfinite(values), "unparsable timestamp")
+    _reject_first(table, column, values < 0, "negative timestamp")
     return np.floor(values).astype(np.int64)  # fractional seconds are dropped; ties keep file order
 
 
-def _datetime_to_int(table: Table, column: str, parsed: pd.Series, unit: str) -> np.ndarray:
-    bad = parsed.isna().to_numpy()
+def _reject_first(table: Table, column: str, bad: np.ndarray, problem: str) -> None:
+    """Raise DataError naming the first row where ``bad`` holds, with its raw value."""
     if bad.any():
         row = int(np.argmax(bad))
-        raise DataError(table.file, table.where(column, row), f"unparsable timestamp {table.frame[column].iloc[row]!r}")
+        raise DataError(table.file, table.where(column, row), f"{problem} {table.frame[column].iloc[row]!r}")
+
+
+def _datetime_to_int(table: Table, column: str, parsed: pd.Series, unit: str) -> np.ndarray:
+    _reject_first(table, column, parsed.isna().to_numpy(), "unparsable timestamp")
     if parsed.dt.tz is None:
         parsed = parsed.dt.tz_localize("UTC")
     # Timedelta arithmetic is independent of the datetime resolution (pandas 3 may use us, not ns).
     step = pd.Timedelta(milliseconds=1) if unit == "ms" else pd.Timedelta(seconds=1)
     values = ((parsed - pd.Timestamp(0, tz="UTC")) // step).to_numpy(dtype=np.int64)
-    if (values < 0).any():
-        row = int(np.argmax(values < 0))
-        raise DataError(table.file, table.where(column, row), f"negative timestamp (before 1970) "
-                        f"{table.frame[column].iloc[row]!r}")
+    _reject_first(table, column, values < 0, "negative timestamp (before 1970)")
     return values
 
 
@@ -183,13 +179,8 @@ def ratings(table: Table, column: str) -> np.ndarray:
     raw = table.frame[column]
     numeric = raw.astype("float64") if pd.api.types.is_numeric_dtype(raw) else pd.to_numeric(raw, errors="coerce")
     values = numeric.to_numpy(dtype="float64", na_value=np.nan)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise DataError(table.file, table.where(column, row), f"missing or unparsable rating {raw.iloc[row]!r}")
-    if (values < 0).any():
-        row = int(np.argmax(values < 0))
-        raise DataError(table.file, table.where(column, row), f"negative rating {raw.iloc[row]!r}")
+    _reject_first(table, column, ~np.isfinite(values), "missing or unparsable rating")
+    _reject_first(table, column, values < 0, "negative rating")
     return values
 
 
