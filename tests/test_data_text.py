@@ -88,6 +88,7 @@ def test_pca_is_deterministic_in_sign():
     np.testing.assert_allclose(a[big, range(3)], -b[big, range(3)], rtol=1e-4)
 
 
+@pytest.mark.text_extra
 def test_default_encoder_is_offline_minilm_with_mean_pooling(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     data, _ = tiny

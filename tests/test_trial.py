@@ -73,6 +73,7 @@ def test_execute_refuses_data_that_changed_since_planning(tmp_path, data_cache, 
     assert not (tmp_path / "t" / "result.json").exists()
 
 
+@pytest.mark.text_extra
 def test_text_backbones_get_encoded_item_text(tmp_path):
     """UniSRec / MoRec trials encode the items' text with the offline encoder; ID backbones get none."""
     from harness.trial import item_features
