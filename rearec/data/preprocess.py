@@ -133,6 +133,7 @@ def process(spec: DatasetSpec, raw: RawData) -> Processed:
     notes: dict = {"raw_interactions": int(len(raw.user))}
     user_codes, user_uniq = pd.factorize(raw.user)
     item_codes, item_uniq = pd.factorize(raw.item)
+    notes["raw_users"], notes["raw_items"] = int(len(user_uniq)), int(len(item_uniq))  # before any filter
     user_uniq, item_uniq = np.asarray(user_uniq, dtype=object), np.asarray(item_uniq, dtype=object)
     user_codes, item_codes = user_codes.astype(np.int64), item_codes.astype(np.int64)
     ts, rating = raw.timestamp, raw.rating

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,15 +56,65 @@ def check_file(path: Path) -> None:
         raise DataError(path, "", "empty file")
 
 
-def _is_gzip(path: Path) -> bool:
+# What a reader raises on a damaged file: pandas / pyarrow parse errors are ValueErrors, a truncated gzip
+# stream is an EOFError, a bad CRC a gzip.BadGzipFile (OSError), damaged deflate data a zlib.error.
+READ_ERRORS = (ValueError, OSError, EOFError, zlib.error)
+
+
+def is_gzip(path: Path) -> bool:
+    """By content (the gzip magic bytes), not by name: a file named .gz that is plain text reads as text."""
     with open(path, "rb") as fh:
         return fh.read(2) == b"\x1f\x8b"
 
 
+def gzip_problem(path: Path) -> str | None:
+    """What is wrong with a gzip file's compressed stream (None: not gzip, or intact to its CRC trailer).
+
+    Decompresses the whole file, so it is only called once reading has already failed."""
+    if not is_gzip(path):
+        return None
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+    except EOFError:
+        return "truncated gzip file: the compressed data ends early (an interrupted download? fetch it again)"
+    except (OSError, zlib.error) as exc:
+        return f"corrupt gzip file ({exc})"
+    return None
+
+
+def unreadable(path: Path, kind: str, exc: BaseException) -> DataError:
+    """The DataError for a file a reader could not parse: the compression's fault if it is damaged."""
+    return DataError(path, "", gzip_problem(path) or f"cannot parse as {kind} ({exc})")
+
+
+def open_text(path: Path):
+    """The file as text (UTF-8, undecodable bytes replaced), decompressed if it is gzip."""
+    if is_gzip(path):
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
 def _first_line(path: Path) -> str:
-    opener = gzip.open if _is_gzip(path) else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-        return fh.readline().rstrip("\r\n")
+    try:
+        with open_text(path) as fh:
+            return fh.readline().rstrip("\r\n")
+    except (EOFError, OSError, zlib.error) as exc:
+        raise unreadable(path, "text", exc) from None
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 4))
+            tail = fh.read()
+        if tail != b"PAR1":  # every complete Parquet file ends with its footer and this marker
+            raise DataError(path, "", "truncated or not a Parquet file (it does not end with the Parquet "
+                            "footer marker PAR1)") from None
+        raise DataError(path, "", f"corrupt Parquet file ({exc})") from None
 
 
 def read_table(path: str | Path) -> Table:
@@ -71,23 +122,21 @@ def read_table(path: str | Path) -> Table:
     path = Path(path)
     check_file(path)
     if path.suffix.lower() in (".parquet", ".pq"):
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise DataError(path, "", f"cannot read as Parquet ({exc})") from None
-        table = Table(path, frame, first_line=1, unit="row")
+        table = Table(path, _read_parquet(path), first_line=1, unit="row")
     else:
         header = _first_line(path)
         if not header.strip():
             raise DataError(path, "line 1", "empty header line")
         # Tab if the header has one (RecBole, the shared TSVs), else comma.
         sep = "\t" if "\t" in header else ","
+        kind = "TSV" if sep == "\t" else "CSV"
         try:
             frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, compression="gzip"
-                                if _is_gzip(path) else None, engine="c", quotechar='"')
-        except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as exc:
-            raise DataError(path, "", f"cannot parse as {'TSV' if sep == chr(9) else 'CSV'} ({exc})") from None
+                                if is_gzip(path) else None, engine="c", quotechar='"')
+        except READ_ERRORS as exc:
+            raise unreadable(path, kind, exc) from None
         table = Table(path, frame, first_line=2)
+        _reject_cut_last_line(table, sep, len(header.split(sep)))
     names = [str(c) for c in table.frame.columns]
     matches = [_RECBOLE.match(n) for n in names]
     if names and all(matches):
@@ -123,6 +172,22 @@ def require_columns(table: Table, names: Sequence[str]) -> None:
         if name not in present:
             raise DataError(table.file, f"column {name!r}", f"missing{did_you_mean(name, present)}; found columns: "
                             f"{', '.join(present)}")
+
+
+def _reject_cut_last_line(table: Table, sep: str, n_fields: int) -> None:
+    """A plain text file cut mid-line (an interrupted copy) ends without a newline in a line with fewer
+    fields than the header; pandas would pad it with empty strings, so look at the raw last line."""
+    if not len(table.frame) or is_gzip(table.file):
+        return
+    with open(table.file, "rb") as fh:
+        fh.seek(max(0, table.file.stat().st_size - (1 << 16)))
+        tail = fh.read()
+    if tail.endswith((b"\n", b"\r")):
+        return
+    fields = len(tail.rsplit(b"\n", 1)[-1].split(sep.encode()))  # quoted separators only add fields
+    if fields < n_fields:
+        raise DataError(table.file, table.where(None, len(table.frame) - 1), f"{fields} field(s), the header has "
+                        f"{n_fields}: the last line is incomplete (is the file truncated?)")
 
 
 def ids(table: Table, column: str) -> np.ndarray:

@@ -7,9 +7,7 @@ because equal timestamps are broken by file order downstream.
 
 from __future__ import annotations
 
-import gzip
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import pandas as pd
 
 from . import readers
 from .errors import DataError
-from .spec import DatasetSpec
+from .spec import PRESETS, DatasetSpec
 
 YELP_REVIEWS = "yelp_academic_dataset_review.json"
 YELP_BUSINESS = "yelp_academic_dataset_business.json"
@@ -69,8 +67,12 @@ def source_files(spec: DatasetSpec, cache_dir: Path) -> dict[str, Path]:
         return files
     raw_dir = Path(spec.raw_dir) if spec.raw_dir else cache_dir / "raw" / spec.name
     if not raw_dir.is_dir():
+        how = ""
+        if spec.name in PRESETS:  # a built-in: the download command knows its files
+            how = (f" (`harness data download {spec.name}` " + ("fetches them)" if spec.source == "amazon2023"
+                                                               else "says what to fetch)"))
         raise DataError(raw_dir, "", f"raw folder not found for dataset {spec.name!r}; put the official files "
-                        "there or set raw_dir (see data/README.md)")
+                        f"there{how} or set raw_dir (see data/README.md)")
     if spec.source == "yelp":
         reviews = _first_existing(raw_dir, [YELP_REVIEWS, YELP_REVIEWS + ".gz"])
         if reviews is None:
@@ -217,48 +219,50 @@ def _read_yelp(spec: DatasetSpec, files: dict[str, Path]) -> RawData:
 
 # ----------------------------------------------------------------------------------------- JSON lines
 def read_jsonl(path: Path, schema: dict[str, str] | None, columns: list[str] | None = None) -> pd.DataFrame:
-    """A JSON-lines file as a frame. With ``schema`` (field -> Arrow type) pyarrow parses only those fields
-    (fast, for the large review files); without it pandas reads each object (metadata with mixed types).
-    Absent fields become null columns; a malformed line is reported with its line number."""
+    """A JSON-lines file (gzip or plain, by content) as a frame. With ``schema`` (field -> Arrow type)
+    pyarrow parses only those fields (fast, for the large review files); without it pandas reads each
+    object (metadata with mixed types). Absent fields become null columns; a malformed line is reported
+    with its line number, a damaged gzip stream as such."""
     import pyarrow as pa
     import pyarrow.json as pj
 
     readers.check_file(path)
-    if schema is not None:
-        arrow = pa.schema([(name, getattr(pa, kind)()) for name, kind in schema.items()])
-        options = pj.ParseOptions(explicit_schema=arrow, unexpected_field_behavior="ignore")
-        try:
-            frame = pj.read_json(path, parse_options=options).to_pandas()
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise _diagnose_jsonl(path, schema, str(exc)) from None
-    else:
-        try:
+    compressed = readers.is_gzip(path)
+    try:
+        if schema is not None:
+            arrow = pa.schema([(name, getattr(pa, kind)()) for name, kind in schema.items()])
+            options = pj.ParseOptions(explicit_schema=arrow, unexpected_field_behavior="ignore")
+            with pa.input_stream(str(path), compression="gzip" if compressed else None) as stream:
+                frame = pj.read_json(stream, parse_options=options).to_pandas()
+        else:
             chunks = pd.read_json(path, lines=True, dtype=False, chunksize=200_000,
-                                  compression="gzip" if str(path).endswith(".gz") else None)
+                                  compression="gzip" if compressed else None)
             frame = pd.concat([c.reindex(columns=columns) for c in chunks], ignore_index=True)
-        except ValueError as exc:
-            raise _diagnose_jsonl(path, {}, str(exc)) from None
+    except (*readers.READ_ERRORS, pa.ArrowException, TypeError) as exc:
+        raise _diagnose_jsonl(path, schema or {}, str(exc)) from None
     if len(frame) == 0:
         raise DataError(path, "", "no rows")
     return frame
 
 
-def _open_text(path: Path):
-    opener: Callable = gzip.open if str(path).endswith(".gz") else open
-    return opener(path, "rt", encoding="utf-8", errors="replace")
-
-
 def _diagnose_jsonl(path: Path, schema: dict[str, str], fallback: str) -> DataError:
-    """Find the first line that is not a JSON object or has a field of the wrong type (error path only)."""
+    """Why a JSON-lines file did not parse (error path only): a damaged gzip stream, else the first line
+    that is not a JSON object or has a field of the wrong type."""
+    problem = readers.gzip_problem(path)
+    if problem is not None:
+        return DataError(path, "", problem)
     kinds = {"string": (str,), "float64": (int, float), "int64": (int,)}
-    with _open_text(path) as fh:
-        for number, line in enumerate(fh, start=1):
+    with readers.open_text(path) as fh:
+        lines = enumerate(fh, start=1)
+        for number, line in lines:
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                return DataError(path, f"line {number}", f"invalid JSON ({exc.msg})")
+                cut = not line.endswith("\n") and next(lines, None) is None
+                return DataError(path, f"line {number}", f"invalid JSON ({exc.msg})" + (
+                    "; the last line is incomplete (is the file truncated?)" if cut else ""))
             if not isinstance(obj, dict):
                 return DataError(path, f"line {number}", "not a JSON object")
             for name, kind in schema.items():

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ConfigError, did_you_mean, from_dict
+from .folders import resolve_folder
 
 SOURCES = ("synthetic", "table", "amazon2023", "yelp")
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".inter", ".parquet", ".pq", ".gz")
@@ -113,7 +114,8 @@ class DatasetSpec:
 
     name: str
     source: Literal["synthetic", "table", "amazon2023", "yelp"] = "table"
-    interactions: str | None = None  # table: interactions file (CSV/TSV/RecBole/Parquet, optionally .gz)
+    interactions: str | None = None  # table: interactions file (CSV/TSV/RecBole/Parquet, optionally .gz); a
+    # dataset folder given here (or as the whole entry) is resolved to its files by from_dict
     items: str | None = None  # table: optional items file with text attributes
     raw_dir: str | None = None  # amazon2023 / yelp: folder of the official files; None = <cache_dir>/raw/<name>
     category: str | None = None  # amazon2023: file stem, e.g. Video_Games
@@ -158,11 +160,14 @@ class DatasetSpec:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, value: Any, path: str = "") -> DatasetSpec:
-        """From a built-in name, a path to an interactions file, or a mapping (see module docstring)."""
+        """From a built-in name, a path to an interactions file or a dataset folder, or a mapping."""
         if isinstance(value, DatasetSpec):
             return value
-        if isinstance(value, str):
-            value = _mapping_for_string(value, path)
+        where = path  # a folder named by a string entry is reported at the entry itself
+        if isinstance(value, (str, os.PathLike)):
+            value = _mapping_for_string(os.fspath(value), path)
+        elif isinstance(value, Mapping):
+            where = _join(path, "interactions")
         if not isinstance(value, Mapping):
             raise ConfigError(path, f"expected a dataset name or a mapping, got {type(value).__name__}")
         data = dict(value)
@@ -171,6 +176,12 @@ class DatasetSpec:
             data = _merge(PRESETS[name], data)
         elif "interactions" in data:
             data.setdefault("source", "table")
+            located = data["interactions"]
+            if isinstance(located, (str, os.PathLike)) and os.path.isdir(located):
+                # A dataset folder: the spec keeps the files it resolves to, never the folder (rearec/data/folders.py).
+                data["interactions"], items = resolve_folder(located, where)
+                if "items" not in data:  # an explicit items (or items: null) wins over the folder's items.*
+                    data["items"] = items
             if "name" not in data and isinstance(data["interactions"], str):
                 data["name"] = default_name(data["interactions"])
         elif "source" not in data:
@@ -247,10 +258,10 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
 def _mapping_for_string(value: str, path: str) -> dict[str, Any]:
     if value in PRESETS:
         return {"name": value}
-    if os.sep in value or "/" in value or value.lower().endswith(TABLE_SUFFIXES):
+    if os.sep in value or "/" in value or value.lower().endswith(TABLE_SUFFIXES) or os.path.isdir(value):
         return {"interactions": value}
     raise ConfigError(path, f"unknown dataset {value!r}{did_you_mean(value, PRESETS)}; built-ins: "
-                      f"{', '.join(PRESETS)}; or a path to an interactions file")
+                      f"{', '.join(PRESETS)}; or a path to an interactions file or a dataset folder")
 
 
 def default_name(interactions: str) -> str:
