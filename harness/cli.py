@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 a run finished with failed trials; 2 bad arguments, study file, SQL or
 dataset (nothing was started or written); 3 environment: database in use, no GPU for --device cuda,
-Ray could not start; 4 internal error (a bug; traceback printed); 130 interrupted.
+Ray could not start, a download failed or Yelp is not downloaded yet; 4 internal error (a bug; traceback
+printed); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -193,7 +194,8 @@ def cmd_tensorboard(args) -> int:
 
 def cmd_data(args) -> int:
     from rearec.data import DataError
-    from rearec.data.cli_support import list_command, prepare_command, stats_command
+    from rearec.data.cli_support import download_command, list_command, prepare_command, stats_command
+    from rearec.data.download import DownloadError
     from rearec.errors import ConfigError
 
     try:
@@ -201,8 +203,16 @@ def cmd_data(args) -> int:
             prepare_command(args.datasets, args.cache_dir, raw_dir=args.raw_dir, rebuild=args.rebuild, echo=_out)
         elif args.data_command == "stats":
             _out(stats_command(args.datasets, args.cache_dir, raw_dir=args.raw_dir, fmt=args.format))
+        elif args.data_command == "download":
+            # Exit 3 (environment): a file could not be fetched, or Yelp still has to be downloaded by hand.
+            complete = download_command(args.datasets, args.cache_dir, raw_dir=args.raw_dir, base_url=args.base_url,
+                                        force=args.force, echo=_out, retries=args.retries, timeout=args.timeout)
+            return EXIT_OK if complete else EXIT_ENVIRONMENT
         else:
             _out(list_command())
+    except DownloadError as exc:
+        print(f"harness: error: data download: {exc}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     except (DataError, ConfigError) as exc:
         raise HarnessError(f"data: {exc}") from None
     return EXIT_OK
@@ -276,25 +286,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="runs", help="runs folder (default: ./runs)")
     p.add_argument("--port", type=int, default=6006)
 
-    p = command("data", cmd_data, "prepare datasets, print their statistics (the paper's Table 1), list built-ins")
+    p = command("data", cmd_data, "prepare datasets, print their statistics (the paper's Table 1), list built-ins, "
+                                  "download the paper's Amazon 2023 files")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     for name, text in (("prepare", "preprocess, split and cache datasets (reuses a good cache)"),
-                       ("stats", "print Table 1 statistics (prepares first if needed)"),
-                       ("list", "list the built-in datasets and the raw files each needs")):
+                       ("stats", "print Table 1 statistics, processed and raw counts (prepares first if needed)"),
+                       ("list", "list the built-in datasets and the raw files each needs"),
+                       ("download", "fetch the official files of built-in datasets into their raw folders "
+                                    "(Amazon 2023: resumable, size- and gzip-verified; Yelp: prints what to fetch "
+                                    "by hand). Exit 3 when a file cannot be fetched or Yelp is not in place yet")):
         d = dsub.add_parser(name, help=text, description=text)
         d.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=DB_HELP + " (unused by data commands)")
         if name == "list":
             continue
-        d.add_argument("datasets", nargs="+", metavar="DATASET",
-                       help="a built-in name (synthetic, yelp, amazon2023-video-games, ...), an interactions file, "
-                            "or a JSON mapping like '{\"interactions\": \"f.tsv.gz\", \"kcore\": 5}'")
+        if name == "download":
+            d.add_argument("datasets", nargs="+", metavar="NAME",
+                           help="built-in names: amazon2023-video-games, amazon2023-software, amazon2023-cds-and-vinyl, "
+                                "amazon2023-baby-products, yelp")
+        else:
+            d.add_argument("datasets", nargs="+", metavar="DATASET",
+                           help="a built-in name (synthetic, yelp, amazon2023-video-games, ...), an interactions file, "
+                                "a dataset folder (interactions.* [+ items.*], or one RecBole *.inter [+ .item]), "
+                                "or a JSON mapping like '{\"interactions\": \"f.tsv.gz\", \"kcore\": 5}'")
         d.add_argument("--cache-dir", default="data", help="dataset cache folder (default: ./data)")
         d.add_argument("--raw-dir", help="folder of the raw files of a built-in Yelp / Amazon 2023 dataset "
                                          "(default: <cache-dir>/raw/<name>)")
         if name == "prepare":
             d.add_argument("--rebuild", action="store_true", help="rebuild even if a good cache exists")
-        else:
+        elif name == "stats":
             d.add_argument("--format", choices=("markdown", "json"), default="markdown")
+        else:
+            d.add_argument("--base-url", metavar="URL",
+                           help="where the Amazon 2023 files are (a mirror, or a local server in tests); default: "
+                                "$REAREC_AMAZON2023_BASE_URL, else the official "
+                                "https://mcauleylab.ucsd.edu/public_datasets/data/amazon_2023")
+            d.add_argument("--force", action="store_true", help="fetch files again even if they are present")
+            d.add_argument("--retries", type=_count(0), default=5,
+                           help="attempts in a row without progress before giving up (default 5)")
+            d.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry (default 60)")
     return parser
 
 

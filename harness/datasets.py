@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 from rearec.data import DataError, DatasetSpec, prepare
@@ -15,19 +14,13 @@ from .expand import UNRESOLVED, DatasetRef
 from .study import Study
 
 
-def _absolute(spec: DatasetSpec) -> DatasetSpec:
-    """Paths relative to the current directory become absolute (Ray workers run elsewhere)."""
-    changes = {k: os.path.abspath(v) for k in ("interactions", "items", "raw_dir")
-               if isinstance(v := getattr(spec, k), str)}
-    return dataclasses.replace(spec, **changes) if changes else spec
-
-
 def parse_datasets(study: Study) -> list[DatasetRef]:
-    """Validate every dataset entry (unknown keys, bad values) without reading data."""
+    """Validate every dataset entry (unknown keys, bad values) without reading data. A dataset folder is
+    resolved to its files here (a directory listing); paths become absolute, as Ray workers run elsewhere."""
     refs = []
     for i, entry in enumerate(study.datasets):
         try:
-            spec = _absolute(DatasetSpec.from_dict(entry, path=f"datasets[{i}]"))
+            spec = DatasetSpec.from_dict(entry, path=f"datasets[{i}]").absolute()
         except ConfigError as exc:
             raise StudyError(study.file, exc.path or f"datasets[{i}]", exc.problem) from None
         refs.append(DatasetRef(i, spec.name, spec.to_dict(), UNRESOLVED))
