@@ -1,4 +1,4 @@
-"""`harness`: run, plan and inspect studies; query results; TensorBoard; dataset preparation.
+"""`harness`: run, plan and inspect studies; query and export results; TensorBoard; dataset preparation.
 
 Exit codes: 0 success; 1 a run finished with failed trials; 2 bad arguments, study file, SQL or
 dataset (nothing was started or written); 3 environment: database in use, no GPU for --device cuda,
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -51,7 +50,11 @@ def cmd_run(args) -> int:
     study = _load(args)  # every check that needs no I/O happens before anything is written or started
     options = RunOptions(db=Path(args.db), runs=Path(args.runs), cache_dir=Path(args.cache_dir), address=args.address,
                          device=args.device, retries=args.retries, concurrency=args.concurrency,
-                         num_cpus=args.num_cpus, dashboard=args.dashboard, asha=args.asha)
+                         num_cpus=args.num_cpus, dashboard=args.dashboard, asha=args.asha, mlflow=args.mlflow)
+    if args.mlflow:
+        from .tracking import require_mlflow
+
+        require_mlflow()  # exit 2 before any work when the optional extra is missing
     summary = StudyRunner(study, options, out=_out).run()
     failed = summary["failed"]
     _out(f"study {study.name}: {summary['completed']} trials completed now, {summary['skipped']} already complete, "
@@ -178,18 +181,17 @@ def cmd_report(args) -> int:
 
 
 def cmd_tensorboard(args) -> int:
-    logdir = Path(args.runs) / args.study
-    if not logdir.is_dir():
-        raise HarnessError(f"{logdir}: no such directory (run the study first, or pass --runs)")
-    url = f"http://127.0.0.1:{args.port}/"
-    _out(f"TensorBoard for study {args.study} ({logdir}) at {url}  (Ctrl-C to stop)")
-    tensorboard = Path(sys.executable).with_name("tensorboard")
-    command = [str(tensorboard) if tensorboard.exists() else "tensorboard", "--logdir", str(logdir),
-               "--host", "127.0.0.1", "--port", str(args.port)]
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return EXIT_OK
+    from .tensorboard import serve
+
+    return serve(args.runs, args.study, args.port, out=_out)  # runs named dataset backbone method K ... key
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    folder = export(args.db, args.study, args.format, args.out, samples=args.samples)
+    _out(f"export of study {args.study}: {folder}/ ({args.format}; README.md there lists the files and columns)")
+    return EXIT_OK
 
 
 def cmd_data(args) -> int:
@@ -263,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=None,
                    help="start the Ray dashboard with a local instance (default: Ray's choice)")
     p.add_argument("--asha", action="store_true", help="ASHA early termination even if the study does not ask")
+    p.add_argument("--mlflow", nargs="?", const="./mlruns", metavar="URI",
+                   help="log each trial to MLflow from the driver (the `mlflow` extra): a tracking URI or a folder; "
+                        "bare --mlflow = the local file store ./mlruns; put it after STUDY or write --mlflow=URI")
 
     p = command("plan", cmd_plan, "validate a study and print its trial count, what is complete and the resources")
     study_args(p)
@@ -285,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", help="study name (its trial directories are <runs>/<study>/)")
     p.add_argument("--runs", default="runs", help="runs folder (default: ./runs)")
     p.add_argument("--port", type=int, default=6006)
+
+    p = command("export", cmd_export, "write a study's trials, per-epoch logs and metrics as Parquet or CSV "
+                                      "files (with a README of their columns) to <out>/<study>/")
+    p.add_argument("study", help="study name (as `harness status` lists it)")
+    p.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="file format (default parquet)")
+    p.add_argument("--out", default="exports", help="exports folder (default: ./exports)")
+    p.add_argument("--samples", action="store_true", help="also the per-sample ranks (sample_ranks; large)")
 
     p = command("data", cmd_data, "prepare datasets, print their statistics (the paper's Table 1), list built-ins, "
                                   "download the paper's Amazon 2023 files")

@@ -45,6 +45,7 @@ class RunOptions:
     num_cpus: int | None = None  # local Ray only; None = all cores
     dashboard: bool | None = None  # local Ray only; None = Ray's default (on when ray[default] is installed)
     asha: bool = False  # turn on ASHA with its defaults even if the study does not ask for it
+    mlflow: str | None = None  # log every stored trial to this MLflow tracking URI (harness/tracking.py)
 
 
 @dataclass
@@ -247,6 +248,10 @@ class StudyRunner:
         datasets = resolve_datasets(self.study, self.options.cache_dir, log=self.out)  # a bad dataset writes nothing
         with RunLock(self.options.db).acquire(self.study.name):
             store = Store(self.options.db)
+            if self.options.mlflow:  # the tracker logs at registration and after each ingestion, from DuckDB
+                from .tracking import tracked
+
+                store = tracked(store, self.options.mlflow, self.study, out=self.out)
             plan = make_plan(self.study, self.options, store, log=self.out, datasets=datasets)
             return self._run(plan, store)
 
