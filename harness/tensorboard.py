@@ -73,9 +73,22 @@ def build_logdir(named: dict[str, Path], logdir: str | Path) -> Path:
 
 
 def serve(runs: str | Path, study: str, port: int, out=print) -> int:
-    """Run TensorBoard on 127.0.0.1:``port`` until it exits or Ctrl-C; the symlink tree is removed after."""
+    """Run TensorBoard on 127.0.0.1:``port`` until it exits, Ctrl-C or SIGTERM; the symlink tree is removed after.
+
+    SIGTERM only records itself and stops TensorBoard (if started): raising from the handler could land
+    inside ``subprocess.Popen`` after TensorBoard was exec'd but before ``Popen`` returned, leaving an
+    orphan that nobody terminates (seen in CI under load).
+    """
     named = study_runs(runs, study)
-    previous = signal.signal(signal.SIGTERM, _terminate)  # so `finally` removes the tree and TensorBoard
+    board: list[subprocess.Popen] = []   # the TensorBoard process, once started
+    terminated: list[int] = []           # signal numbers received
+
+    def on_sigterm(signum, frame):
+        terminated.append(signum)
+        if board:
+            board[0].terminate()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     logdir = Path(tempfile.mkdtemp(prefix=f"harness-tensorboard-{study}-"))
     try:
         build_logdir(named, logdir)
@@ -84,25 +97,34 @@ def serve(runs: str | Path, study: str, port: int, out=print) -> int:
         binary = Path(sys.executable).with_name("tensorboard")
         command = [str(binary) if binary.exists() else "tensorboard", "--logdir", str(logdir),
                    "--host", "127.0.0.1", "--port", str(port)]
-        board = subprocess.Popen(command)
+        if terminated:
+            return 128 + terminated[0]
+        board.append(subprocess.Popen(command))
+        if terminated:  # the signal came while Popen ran: the handler did not see the process yet
+            board[0].terminate()
         try:
             while True:
                 try:
-                    return board.wait(timeout=REFRESH_SECONDS)
+                    code = board[0].wait(timeout=REFRESH_SECONDS)
+                    return 128 + terminated[0] if terminated else code
                 except subprocess.TimeoutExpired:
-                    build_logdir(study_runs(runs, study), logdir)
+                    if not terminated:
+                        build_logdir(study_runs(runs, study), logdir)
         except KeyboardInterrupt:
-            board.terminate()
-            board.wait(timeout=30)
             return 0
         finally:
-            if board.poll() is None:  # e.g. SIGTERM to this process: do not leave TensorBoard behind
-                board.terminate()
-                board.wait(timeout=30)
+            _stop(board[0])
     finally:
         shutil.rmtree(logdir, ignore_errors=True)
         signal.signal(signal.SIGTERM, previous)
 
 
-def _terminate(signum, frame):
-    raise SystemExit(128 + signum)
+def _stop(process: subprocess.Popen) -> None:
+    """Terminate ``process`` if it still runs; kill it if it has not exited 30 s later."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
