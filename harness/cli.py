@@ -3,7 +3,8 @@
 Exit codes: 0 success; 1 a run finished with failed trials; 2 bad arguments, study file, SQL or
 dataset (nothing was started or written); 3 environment: database in use, no GPU for --device cuda,
 Ray could not start, a download failed or Yelp is not downloaded yet; 4 internal error (a bug; traceback
-printed); 130 interrupted.
+printed); 5 `plan` only: a built-in dataset's raw files are not there yet (the trial count is printed and
+the missing datasets are named with how to get them); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from .errors import (
+    EXIT_DATA_MISSING,
     EXIT_ENVIRONMENT,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -23,6 +25,7 @@ from .errors import (
     HarnessError,
     StudyError,
 )
+from .expand import DEFAULT_MAX_TRIALS
 from .store import DEFAULT_DB
 
 DB_HELP = f"DuckDB results database (default: ./{DEFAULT_DB}, in the current directory)"
@@ -39,18 +42,20 @@ def _load(args):
 
     study = load_study(args.study, args.set)
     parse_datasets(study)
-    validate(study)
+    validate(study, args.max_trials)  # the size from the axes first: a huge study is refused in milliseconds
     return study
 
 
 def cmd_run(args) -> int:
-    from .progress import summary_line
+    from .failures import headline as summary_line
     from .runner import RunOptions, StudyRunner
 
     study = _load(args)  # every check that needs no I/O happens before anything is written or started
+    device = "cpu-with-logical-gpus" if args.cpu_with_logical_gpus else args.device
     options = RunOptions(db=Path(args.db), runs=Path(args.runs), cache_dir=Path(args.cache_dir), address=args.address,
-                         device=args.device, retries=args.retries, concurrency=args.concurrency,
-                         num_cpus=args.num_cpus, dashboard=args.dashboard, asha=args.asha, mlflow=args.mlflow)
+                         device=device, retries=args.retries, concurrency=args.concurrency,
+                         num_cpus=args.num_cpus, dashboard=args.dashboard, asha=args.asha, mlflow=args.mlflow,
+                         max_trials=args.max_trials)
     if args.mlflow:
         from .tracking import require_mlflow
 
@@ -76,12 +81,15 @@ def cmd_run(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    from .datasets import resolve_available
     from .runner import RunOptions, make_plan
     from .store import Store
 
     study = _load(args)
+    datasets, missing = resolve_available(study, args.cache_dir, log=_out)  # no raw files yet: named below
     store = Store(args.db, read_only=True) if Path(args.db).exists() else None
-    plan = make_plan(study, RunOptions(db=Path(args.db), cache_dir=Path(args.cache_dir)), store, log=_out)
+    options = RunOptions(db=Path(args.db), cache_dir=Path(args.cache_dir), max_trials=args.max_trials)
+    plan = make_plan(study, options, store, log=_out, datasets=datasets)
     res = study.resources
     _out(f"study {study.name} ({study.file}): {study.search.algorithm} search, {plan.planned} trials")
     if study.search.algorithm == "grid":
@@ -92,8 +100,13 @@ def cmd_plan(args) -> int:
         failed = sum(plan.statuses.get(t.key) == "failed" for t in plan.trials)
         _out(f"  already complete: {plan.completed}; failed earlier: {failed}; to run: {plan.remaining}")
     else:
-        _out(f"  {len(plan.groups)} Optuna searches x {study.search.num_samples} trials; already complete: "
-             f"{plan.completed}; to run: {plan.remaining}")
+        budgets = sorted({group.budget(study.search.num_samples) for group, _, _ in plan.groups})
+        rerun = sum(len(plan.history[g.id].rerun(g.budget(study.search.num_samples))) for g, _, _ in plan.groups)
+        _out(f"  {len(plan.groups)} Optuna searches x {'/'.join(map(str, budgets))} trials; already complete: "
+             f"{plan.completed}; to run: {plan.remaining}"
+             + (f" ({rerun} interrupted sample(s) re-run first)" if rerun else "")
+             + (f"; {len(plan.abandon)} interrupted sample(s) no run will redo (marked abandoned by the next run)"
+                if plan.abandon else ""))
     _out(f"  resources per trial: {res.cpu:g} CPU, {res.gpu:g} GPU; concurrency: "
          f"{study.concurrency or 'as many as fit'}; selection: {study.metric} (max)"
          + ("; ASHA early stopping" if study.asha else ""))
@@ -107,11 +120,19 @@ def cmd_plan(args) -> int:
                  "status": plan.statuses.get(t.key, "pending")}
                 for t in plan.trials for row in [trial_row(t, "")]]
         _out(pd.DataFrame(rows).to_string(index=False))
+    if missing:
+        names = ", ".join(m.ref.name for m in missing)
+        _out(f"  not prepared: {len(missing)} of {len(datasets)} datasets ({names}); their trials are counted above, "
+             "but their keys, and so what is already complete, are known only once they are prepared:")
+        for m in missing:
+            _out(f"    datasets[{m.ref.index}] {m.ref.name}: {m.problem}")
+            _out(f"      {m.how}")
+        return EXIT_DATA_MISSING
     return EXIT_OK
 
 
 def cmd_status(args) -> int:
-    from .progress import summary_line
+    from .report.status import study_lines
     from .store import RunLock, Store
 
     store = Store(args.db, read_only=True, timeout=10)
@@ -123,19 +144,8 @@ def cmd_status(args) -> int:
     if args.study and studies.empty:
         raise HarnessError(f"{args.db}: no study named {args.study!r}")
     for study, planned, algorithm, updated in studies.itertuples(index=False):
-        counts = dict(store.query("SELECT coalesce(t.status, 'pending') AS status, count(*) AS n FROM study_trials s "
-                                  "LEFT JOIN trials t USING (trial_key) WHERE s.study = ? GROUP BY 1", [study])
-                      .itertuples(index=False, name=None))
-        done, failed, running = counts.get("completed", 0), counts.get("failed", 0), counts.get("running", 0)
-        pending = max(0, int(planned) - done - failed - running)
-        state = "running" if live else "interrupted (re-run the study to finish them)"
-        _out(f"{study} ({algorithm}, updated {updated:%Y-%m-%d %H:%M} UTC): {done}/{planned} completed, "
-             f"{failed} failed, {pending} pending" + (f", {running} {state}" if running else ""))
-        failures = store.query("SELECT t.trial_key, t.dataset, t.method, t.error FROM trials t JOIN study_trials s "
-                               "USING (trial_key) WHERE s.study = ? AND t.status = 'failed' ORDER BY t.finished_at",
-                               [study])
-        for key, dataset, method, error in failures.itertuples(index=False):
-            _out(f"  failed {key[:12]} {dataset}/{method}: " + (error if args.verbose else summary_line(error or "")))
+        for line in study_lines(store, study, int(planned), algorithm, updated, live, args.verbose):
+            _out(line)
     if studies.empty:
         _out(f"{args.db}: no studies yet")
     return EXIT_OK
@@ -250,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a study value; VALUE is YAML (e.g. --set params.max_epochs=2, "
                             "--set 'datasets=[{interactions: path/to/file.tsv.gz}]'); repeatable")
         p.add_argument("--cache-dir", default="data", help="dataset cache folder (default: ./data)")
+        p.add_argument("--max-trials", type=_count(1), default=DEFAULT_MAX_TRIALS, metavar="N",
+                       help=f"refuse a study of more than N trials, counted from its axes before anything is "
+                            f"expanded (default {DEFAULT_MAX_TRIALS:,})")
 
     p = command("run", cmd_run, "run a study's missing trials on Ray Tune and store the results")
     study_args(p)
@@ -268,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlflow", nargs="?", const="./mlruns", metavar="URI",
                    help="log each trial to MLflow from the driver (the `mlflow` extra): a tracking URI or a folder; "
                         "bare --mlflow = the local file store ./mlruns; put it after STUDY or write --mlflow=URI")
+    # Tests only (hidden): Ray schedules GPU requests on GPUs a CPU node merely declares, trials run on CPU.
+    p.add_argument("--cpu-with-logical-gpus", action="store_true", help=argparse.SUPPRESS)
 
     p = command("plan", cmd_plan, "validate a study and print its trial count, what is complete and the resources")
     study_args(p)

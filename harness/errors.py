@@ -10,6 +10,7 @@ EXIT_TRIALS_FAILED = 1  # the run finished but at least one trial failed
 EXIT_USAGE = 2  # bad arguments, bad study file, bad SQL, not implemented
 EXIT_ENVIRONMENT = 3  # database busy, no GPU for --device cuda, Ray could not start
 EXIT_INTERNAL = 4  # a bug: an unexpected exception (traceback printed)
+EXIT_DATA_MISSING = 5  # `harness plan`: a built-in dataset's raw files are not there yet (count printed anyway)
 EXIT_INTERRUPTED = 130
 
 

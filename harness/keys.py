@@ -15,10 +15,10 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from rearec.config import METRICS, MethodConfig, ModelConfig, TrainConfig
-from rearec.identity import Trial, key_view, resolved
+from rearec.identity import Trial, predicates, section_views
 
 # The evaluation protocol every trial is measured under (stored with results; bump `version` when the
 # meaning of a metric changes so old results are not reused).
@@ -36,16 +36,21 @@ PROTOCOL: dict[str, Any] = {
 LOCATION_FIELDS = ("interactions", "items", "raw_dir")
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
 def _normalise(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _normalise(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_normalise(v) for v in value]
+    if type(value) in _PLAIN:  # the common case first (exact types; subclasses and numpy go below)
+        return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"non-finite number {value!r} cannot be part of a trial key")
         return value
-    if value is None or isinstance(value, (str, int, bool)):
+    if isinstance(value, dict | Mapping):
+        return {str(k): _normalise(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    if isinstance(value, (str, int, bool)):
         return value
     if hasattr(value, "item"):  # numpy scalars
         return _normalise(value.item())
@@ -75,6 +80,68 @@ def trial_key(dataset_spec: Mapping[str, Any], dataset_hash: str, model: Mapping
         "protocol": dict(protocol),
     }
     return hashlib.sha256(canonical_json(identity).encode("utf-8")).hexdigest()
+
+
+# The same key, assembled from parts: canonical JSON sorts the top-level keys as dataset, dataset_hash,
+# method, model, protocol, train, so '{' + head + body + '}' is canonical_json(identity) byte for byte
+# (tests/test_plan_scale.py checks it against trial_key). A study expansion computes a trial's body once
+# and its dataset's head once, whatever the number of datasets and trials.
+class Identity(NamedTuple):
+    """What a trial's configs contribute to its spec: the stored settings and the key's JSON body."""
+
+    settings: dict[str, dict[str, Any]]  # section -> every setting the trial reads (shared: read-only)
+    body: str  # '"method":{...},"model":{...},"protocol":{...},"train":{...}'
+
+
+_PROTOCOL_JSON = canonical_json(PROTOCOL)  # once: PROTOCOL is a constant
+
+
+def _flat_json(section: dict[str, Any]) -> str:
+    """canonical_json of a mapping of plain values, without rebuilding it (the case of every config)."""
+    for value in section.values():
+        kind = type(value)
+        if kind is float:
+            if not math.isfinite(value):
+                raise ValueError(f"non-finite number {value!r} cannot be part of a trial key")
+        elif kind not in _PLAIN:
+            return canonical_json(section)
+    return json.dumps(section, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+# (id(config), its predicates' outcomes) -> (config, settings read, keyed JSON). A study's trials share their
+# config objects (harness.expand validates each distinct section once), so most sections are looked up here;
+# the config is kept to make the id safe. Bounded: workers build fresh configs per trial and only miss.
+_SECTION_VIEWS: dict[tuple, tuple[Any, dict[str, Any], str]] = {}
+_SECTION_VIEWS_LIMIT = 50_000
+
+
+def _section(cfg: Any, configs: Trial) -> tuple[dict[str, Any], str]:
+    tests = predicates(type(cfg))
+    outcomes = tuple(bool(test(configs)) for test in tests)
+    cache_key = (id(cfg), outcomes)
+    hit = _SECTION_VIEWS.get(cache_key)
+    if hit is None or hit[0] is not cfg:
+        read, keyed = section_views(cfg, dict(zip(tests, outcomes, strict=True)))
+        if len(_SECTION_VIEWS) >= _SECTION_VIEWS_LIMIT:
+            _SECTION_VIEWS.clear()
+        hit = _SECTION_VIEWS[cache_key] = (cfg, read, _flat_json(keyed))
+    return hit[1], hit[2]
+
+
+def config_identity(configs: Trial) -> Identity:
+    """Stored settings and key body of validated configs: rearec.identity decides what enters the key
+    (section_views, as key_view and resolved do; tests/test_plan_scale.py checks it against the rule)."""
+    (model, model_json), (method, method_json), (train, train_json) = (_section(cfg, configs) for cfg in configs)
+    body = f'"method":{method_json},"model":{model_json},"protocol":{_PROTOCOL_JSON},"train":{train_json}'
+    return Identity({"model": model, "method": method, "train": train}, body)
+
+
+def dataset_head(dataset_spec: Mapping[str, Any], dataset_hash: str) -> str:
+    return f'"dataset":{canonical_json(dataset_identity(dataset_spec))},"dataset_hash":{canonical_json(dataset_hash)},'
+
+
+def key_of(head: str, body: str) -> str:
+    return hashlib.sha256(f"{{{head}{body}}}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -116,10 +183,15 @@ class TrialSpec:
     @classmethod
     def build(cls, dataset: str, dataset_spec: dict, dataset_hash: str, configs: Trial) -> TrialSpec:
         """The spec of validated configs: stores what the trial reads, keys what identifies it."""
-        ident = key_view(configs)
-        key = trial_key(dataset_spec, dataset_hash, ident["model"], ident["method"], ident["train"])
-        settings = resolved(configs)
-        return cls(key, dataset, dataset_spec, dataset_hash, settings["model"], settings["method"], settings["train"])
+        return cls.of(dataset, dataset_spec, dataset_hash, config_identity(configs))
+
+    @classmethod
+    def of(cls, dataset: str, dataset_spec: dict, dataset_hash: str, identity: Identity,
+           head: str | None = None) -> TrialSpec:
+        """The spec from a computed identity (``head``: dataset_head of the same dataset, if known)."""
+        key = key_of(head if head is not None else dataset_head(dataset_spec, dataset_hash), identity.body)
+        s = identity.settings
+        return cls(key, dataset, dataset_spec, dataset_hash, s["model"], s["method"], s["train"])
 
     def configs(self) -> Trial:
         """The rearec configs this trial runs with."""

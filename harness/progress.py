@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from ray import tune
 from rearec.config import METRICS
 
 from .artifacts import EPOCH_COLUMNS, TrialOutput, read_output, trial_dir
+from .failures import classify, explain, headline, where_text
 from .keys import TrialSpec
 from .store import Store, utcnow
 
@@ -82,8 +84,28 @@ def error_text(trial) -> str:
 
 
 def summary_line(error: str) -> str:
-    lines = [ln.strip() for ln in error.splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else error[:300]
+    return headline(error) or error[:300]
+
+
+def placement(run_dir: Path) -> tuple[str | None, str | None]:
+    """(host, Ray node id) the trial's latest attempt wrote into its `trial.json` when it started."""
+    try:
+        data = json.loads((run_dir / "trial.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    return data.get("host"), data.get("node_id")
+
+
+def node_alive(node_id: str | None) -> bool | None:
+    """What the connected Ray cluster says of a node now (None: unknown)."""
+    if not node_id:
+        return None
+    import ray
+
+    try:
+        return next((bool(n.get("Alive")) for n in ray.nodes() if n.get("NodeID") == node_id), None)
+    except Exception:  # noqa: BLE001 - only a detail of the message
+        return None
 
 
 def pruned_output(spec: TrialSpec, reports: list[dict[str, Any]], device: str, started: str) -> TrialOutput:
@@ -99,8 +121,10 @@ def pruned_output(spec: TrialSpec, reports: list[dict[str, Any]], device: str, s
     epochs = pd.DataFrame(rows, columns=EPOCH_COLUMNS)
     best_epoch = int(epochs.loc[epochs["is_best"], "epoch"].max()) if len(epochs) and epochs["is_best"].any() else None
     empty = pd.DataFrame(columns=["split", "step", "user_group", "metric", "value"])
+    last = reports[-1] if reports else {}
     result = {"key": spec.key, "best_epoch": best_epoch, "wall_seconds": float(epochs["seconds"].sum()),
-              "device": device, "started_at": started, "finished_at": utcnow().isoformat()}
+              "device": device, "started_at": started, "finished_at": utcnow().isoformat(),
+              "host": last.get("host", last.get("hostname")), "node_id": last.get("node_id")}
     return TrialOutput(result, epochs, empty, pd.DataFrame(columns=["split", "sample", "step", "rank"]),
                        pd.DataFrame(columns=["split", "step_a", "step_b", "cosine"]))
 
@@ -176,11 +200,19 @@ class StudyCallback(tune.Callback):
             self.out(f"pruned by ASHA after {len(output.epochs)} epochs: {spec.label()}")
         self.progress.show()
 
+    def _explained_error(self, trial, spec: TrialSpec) -> tuple[str, str | None, str | None]:
+        """(stored error, host, node id): Ray's text, explained when the trial's node or worker was lost."""
+        host, node_id = placement(trial_dir(self.runs, self.study, spec.key))
+        raw = error_text(trial)
+        attempts = max(1, int(getattr(trial, "num_failures", 1) or 1))
+        return explain(raw, host, node_id, attempts, node_alive(node_id)), host, node_id
+
     @_guarded
     def on_trial_error(self, iteration, trials, trial, **info):
         spec = self._spec(trial)
-        error = error_text(trial)
-        self.store.mark_failed(spec, self.study, error, str(trial_dir(self.runs, self.study, spec.key)))
+        error, host, node_id = self._explained_error(trial, spec)
+        self.store.mark_failed(spec, self.study, error, str(trial_dir(self.runs, self.study, spec.key)), host,
+                               node_id)
         self.failed[spec.key] = error
         self.progress.running.pop(trial.trial_id, None)
         self.progress.failed += 1
@@ -190,7 +222,11 @@ class StudyCallback(tune.Callback):
     @_guarded
     def on_trial_recover(self, iteration, trials, trial, **info):
         spec = self._spec(trial)
-        self.out(f"retrying {spec.label()} (attempt {trial.num_failures + 1})")
+        host, node_id = placement(trial_dir(self.runs, self.study, spec.key))
+        raw = error_text(trial)
+        what = classify(raw, node_alive(node_id)) or summary_line(raw)
+        self.out(f"retrying {spec.label()} (attempt {trial.num_failures + 1}) after a failure on "
+                 f"{where_text(host, node_id)}: {what}")
 
     def on_step_begin(self, iteration, trials, **info):
         self.progress.show()

@@ -25,10 +25,11 @@ from typing import Any
 from .artifacts import read_output, trial_dir
 from .datasets import resolve_datasets
 from .errors import ResourceError
-from .expand import DatasetRef, SearchGroup, expand, search_groups
+from .expand import DEFAULT_MAX_TRIALS, DatasetRef, SearchGroup, check_size, expand, search_groups
 from .keys import TrialSpec
+from .search import History, abandon_reasons, histories, study_samples
 from .store import RunLock, Store
-from .study import Asha, Choice, Range, Resources, Study
+from .study import Asha, Resources, Study
 
 PACKAGES = ("rearec-harness", "torch", "numpy", "pandas", "pyarrow", "ray", "optuna", "duckdb", "tensorboard")
 
@@ -39,12 +40,13 @@ class RunOptions:
     runs: Path = Path("runs")
     cache_dir: Path = Path("data")
     address: str | None = None  # None: start a local Ray instance
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda | cpu-with-logical-gpus (tests only: see resolve_resources)
     retries: int = 0
     concurrency: int | None = None  # overrides the study's
     num_cpus: int | None = None  # local Ray only; None = all cores
     dashboard: bool | None = None  # local Ray only; None = Ray's default (on when ray[default] is installed)
     asha: bool = False  # turn on ASHA with its defaults even if the study does not ask for it
+    max_trials: int = DEFAULT_MAX_TRIALS  # refuse larger studies (counted from their axes) before expanding
     mlflow: str | None = None  # log every stored trial to this MLflow tracking URI (harness/tracking.py)
 
 
@@ -55,18 +57,21 @@ class Plan:
     trials: list[TrialSpec] = field(default_factory=list)  # grid studies
     groups: list[tuple[SearchGroup, list[dict], list[float]]] = field(default_factory=list)  # optuna: done points
     statuses: dict[str, str] = field(default_factory=dict)
+    history: dict[str, History] = field(default_factory=dict)  # optuna: group id -> its samples in the database
+    abandon: dict[str, str] = field(default_factory=dict)  # optuna: interrupted samples no run will redo -> why
 
     @property
     def planned(self) -> int:
         if self.study.search.algorithm == "grid":
             return len(self.trials)
-        return len(self.groups) * self.study.search.num_samples
+        return sum(group.budget(self.study.search.num_samples) for group, _, _ in self.groups)
 
     @property
     def completed(self) -> int:
         if self.study.search.algorithm == "grid":
             return sum(self.statuses.get(t.key) == "completed" for t in self.trials)
-        return sum(min(len(points), self.study.search.num_samples) for _, points, _ in self.groups)
+        n = self.study.search.num_samples
+        return sum(min(len(points), group.budget(n)) for group, points, _ in self.groups)
 
     @property
     def to_run(self) -> list[TrialSpec]:
@@ -101,6 +106,7 @@ def driver_env() -> dict[str, Any]:
 def make_plan(study: Study, options: RunOptions, store: Store | None, log: Callable[[str], None] = print,
               datasets: list[DatasetRef] | None = None) -> Plan:
     """Resolve datasets (preparing caches), expand the study and look up what the database already has."""
+    check_size(study, options.max_trials)  # before anything is expanded (or a dataset prepared)
     if datasets is None:
         datasets = resolve_datasets(study, options.cache_dir, log=log)
     plan = Plan(study, datasets)
@@ -108,25 +114,30 @@ def make_plan(study: Study, options: RunOptions, store: Store | None, log: Calla
         plan.trials = expand(study, datasets)
         plan.statuses = store.statuses([t.key for t in plan.trials]) if store else {}
         return plan
-    previous = _previous_searches(store, study) if store else []
-    for group in search_groups(study, datasets):
-        points, rewards = [], []
-        for params, reward in previous:
-            point = group.contains(params)
-            if point is not None and params.get("dataset_hash") == group.dataset.content_hash:
-                points.append({f"params/{k}": v for k, v in point.items()})
-                rewards.append(reward)
-        plan.groups.append((group, points, rewards))
+    groups = search_groups(study, datasets)
+    plan.history, stray = histories(study_samples(store, study) if store else [], groups)
+    for group in groups:
+        done = plan.history[group.id].done.values()
+        plan.groups.append((group, [point for point, _ in done], [value for _, value in done]))
+    plan.abandon = abandon_reasons(groups, plan.history, stray, study.search.num_samples)
     return plan
 
 
-def _previous_searches(store: Store, study: Study) -> list[tuple[dict, float]]:
-    """(flat params, best validation value) of this study's completed trials (Optuna warm start)."""
-    frame = store.query(
-        "SELECT t.params, m.value FROM trials t JOIN study_trials s USING (trial_key) JOIN metrics m USING (trial_key)"
-        " WHERE s.study = ? AND t.status = 'completed' AND m.split = 'valid' AND m.step IS NULL"
-        " AND m.user_group = 'all' AND m.metric = ?", [study.name, study.selection.name])
-    return [(json.loads(p), float(v)) for p, v in zip(frame["params"], frame["value"], strict=True)]
+def definition_keys(plan: Plan, store: Store) -> list[str]:
+    """The trials of the study's current definition: a grid's planned keys; for Optuna, the study's
+    earlier trials whose point lies in one of the current search groups (new samples join as they run).
+    Earlier members outside it stay linked but no longer count (`harness status` names how many)."""
+    if plan.study.search.algorithm == "grid":
+        return [t.key for t in plan.trials]
+    frame = store.query("SELECT t.trial_key, t.params, t.dataset_hash FROM trials t JOIN study_trials s "
+                        "USING (trial_key) WHERE s.study = ?", [plan.study.name])
+    keys = []
+    for key, params, dataset_hash in zip(frame["trial_key"], frame["params"], frame["dataset_hash"], strict=True):
+        flat = json.loads(params)
+        if any(group.contains(flat) is not None and dataset_hash == group.dataset.content_hash
+               for group, _, _ in plan.groups):
+            keys.append(key)
+    return keys
 
 
 def resolve_resources(requested: Resources, device: str, cluster_gpus: float, node_cpus: float, node_gpus: float,
@@ -135,12 +146,24 @@ def resolve_resources(requested: Resources, device: str, cluster_gpus: float, no
 
     A GPU request on a cluster without GPUs would leave trials pending forever, so it falls back to the
     CPU with a warning (device 'auto') or fails before launching (device 'cuda').
+
+    'cpu-with-logical-gpus' is for tests only (hidden CLI flag `--cpu-with-logical-gpus`): Ray schedules
+    the study's GPU request against GPUs that a CPU node only declares (`ray start --num-gpus 1`), while
+    the trials compute on the CPU. It proves fractional-GPU packing on a machine without one.
     """
     if requested.cpu > node_cpus:
         raise ResourceError(f"resources.cpu: {requested.cpu:g} CPUs per trial, but the largest node has "
                             f"{node_cpus:g}; lower it (e.g. --set resources.cpu=1)")
     if device == "cpu":
         return dataclasses.replace(requested, gpu=0.0), "cpu"
+    if device == "cpu-with-logical-gpus":
+        if requested.gpu <= 0 or cluster_gpus <= 0:
+            raise ResourceError("--cpu-with-logical-gpus: needs a GPU request (resources.gpu > 0) and a Ray node "
+                                f"that declares GPUs (asked {requested.gpu:g}, the cluster has {cluster_gpus:g})")
+        if requested.gpu > node_gpus:
+            raise ResourceError(f"resources.gpu: {requested.gpu:g} GPUs per trial, but the largest node has "
+                                f"{node_gpus:g}")
+        return requested, "cpu"
     if device == "cuda":
         if cluster_gpus <= 0:
             raise ResourceError("--device cuda: the Ray cluster has no GPUs (use --device auto to fall back to CPU)")
@@ -149,7 +172,7 @@ def resolve_resources(requested: Resources, device: str, cluster_gpus: float, no
             raise ResourceError(f"resources.gpu: {gpu:g} GPUs per trial, but the largest node has {node_gpus:g}")
         return dataclasses.replace(requested, gpu=gpu), "cuda"
     if device != "auto":
-        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+        raise ValueError(f"device must be auto, cpu, cuda or cpu-with-logical-gpus, got {device!r}")
     if requested.gpu <= 0:
         return requested, "cpu"
     if cluster_gpus <= 0:
@@ -200,16 +223,6 @@ def cluster_capacity() -> tuple[float, float, float]:
             max((n.get("GPU", 0) for n in nodes), default=0))
 
 
-def _domain(dim: Choice | Range):
-    from ray import tune
-
-    if isinstance(dim, Choice):
-        return tune.choice(list(dim.values))
-    if dim.integer:  # Ray's integer bounds exclude the upper end; ours include it
-        return (tune.lograndint if dim.log else tune.randint)(int(dim.low), int(dim.high) + 1)
-    return (tune.loguniform if dim.log else tune.uniform)(dim.low, dim.high)
-
-
 def _tune_run(name: str, trainable: Callable, param_space: dict, study: Study, options: RunOptions,
               resources: Resources, callback, search_alg=None, num_samples: int = 1, dirname=None) -> None:
     from ray import tune
@@ -247,19 +260,26 @@ class StudyRunner:
     def run(self) -> dict[str, Any]:
         datasets = resolve_datasets(self.study, self.options.cache_dir, log=self.out)  # a bad dataset writes nothing
         with RunLock(self.options.db).acquire(self.study.name):
-            store = Store(self.options.db)
-            if self.options.mlflow:  # the tracker logs at registration and after each ingestion, from DuckDB
-                from .tracking import tracked
+            database = store = Store(self.options.db, linger=0.5)  # the run's writes share connections
+            try:
+                if self.options.mlflow:  # the tracker logs at registration and after each ingestion, from DuckDB
+                    from .tracking import tracked
 
-                store = tracked(store, self.options.mlflow, self.study, out=self.out)
-            plan = make_plan(self.study, self.options, store, log=self.out, datasets=datasets)
-            return self._run(plan, store)
+                    store = tracked(store, self.options.mlflow, self.study, out=self.out)
+                plan = make_plan(self.study, self.options, store, log=self.out, datasets=datasets)
+                return self._run(plan, store)
+            finally:
+                database.close()
 
     def _register(self, plan: Plan, store: Store, env: dict) -> int:
         """Link the plan's trials to the study, recover finished-but-not-ingested ones, link reused dirs."""
         study = self.study
         store.register_study(study.name, study.file, plan.planned, study.search.algorithm, dict(study.raw),
-                             [t.key for t in plan.trials])
+                             definition_keys(plan, store))
+        if plan.abandon:  # interrupted Optuna samples that no rerun will redo: say so instead of 'running'
+            store.mark_abandoned(plan.abandon)
+            self.out(f"{len(plan.abandon)} interrupted Optuna sample(s) marked abandoned: "
+                     + next(iter(plan.abandon.values())).removeprefix("abandoned: "))
         recovered = 0
         for trial in plan.to_run:
             run_dir = trial_dir(self.options.runs, study.name, trial.key)
@@ -281,26 +301,31 @@ class StudyRunner:
         study, options = self.study, self.options
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         if study.search.algorithm == "grid":
+            from .searchers import TrialList
+
             callback.max_epochs = max(t.train["max_epochs"] for t in plan.to_run)
-            space = {"trial": _grid([t.to_dict() for t in plan.to_run]), "context": context}
-            _tune_run(f"{study.name}-{stamp}", trainable, space, study, options, resources, callback,
+            trials = [t.to_dict() for t in plan.to_run]  # one at a time: a grid_search copies all per trial
+            _tune_run(f"{study.name}-{stamp}", trainable, {"context": context}, study, options, resources, callback,
+                      search_alg=TrialList(trials), num_samples=len(trials),
                       dirname=lambda t: t.config["trial"]["key"][:12])
         else:
-            from ray.tune.search.optuna import OptunaSearch
+            from .searchers import ResumableSearch
 
-            for group, points, rewards in plan.groups:
-                budget = study.search.num_samples - len(points)
-                if budget <= 0:
+            for group, _, _ in plan.groups:
+                history, budget = plan.history[group.id], group.budget(study.search.num_samples)
+                left, rerun = budget - len(history.done), len(history.rerun(budget))
+                if left <= 0:
                     continue
-                self.out(f"optuna search {group.label}: {budget} trials ({len(points)} earlier results reused)")
+                self.out(f"optuna search {group.label}: {left} trials ({len(history.done)} earlier results reused"
+                         + (f"; {rerun} interrupted sample(s) re-run first" if rerun else "") + ")")
                 callback.max_epochs = group.max_epochs()
-                space = {"group": group.to_config(study.selection.name),
-                         "params": {k: _domain(v) for k, v in group.space.items()}, "context": context}
+                space = {"group": group.to_config(study.selection.name), "context": context}
                 # a seed per resume step: the same seed would redraw the first run's (random start-up) points
-                searcher = OptunaSearch(seed=study.search.seed + len(points), points_to_evaluate=points or None,
-                                        evaluated_rewards=rewards or None)
+                searcher = ResumableSearch(group, study.metric, study.selection.name, history, budget,
+                                           seed=study.search.seed + len(history.done), out=self.out)
                 _tune_run(f"{study.name}-{group.id}-{stamp}", trainable, space, study, options, resources,
-                          callback, search_alg=searcher, num_samples=budget, dirname=lambda t: t.trial_id)
+                          callback, search_alg=searcher, num_samples=left, dirname=lambda t: t.trial_id)
+                callback.progress.total -= searcher.left  # a budget the space could not fill: not 'interrupted'
 
     def _run(self, plan: Plan, store: Store) -> dict[str, Any]:
         from .progress import Progress, StudyCallback
@@ -349,9 +374,3 @@ class StudyRunner:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
-
-
-def _grid(values: list) -> Any:
-    from ray import tune
-
-    return tune.grid_search(values)

@@ -21,6 +21,7 @@ so. Everything here is plain dataclass metadata; rearec.config declares its fiel
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -59,20 +60,54 @@ def in_key(f: dataclasses.Field, value: Any) -> bool:
     return _LEGACY not in f.metadata or value != f.metadata[_LEGACY]
 
 
-def _section(cfg: Any, trial: Trial, keyed: bool) -> dict[str, Any]:
-    out = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if applies(f, trial) and (not keyed or in_key(f, value)):
-            out[f.name] = value
-    return out
+@functools.cache
+def _rules(cls: type) -> tuple[tuple[str, Callable[[Trial], bool] | None, bool, Any], ...]:
+    """(name, applies-predicate, keyed, legacy value) of each field of a config class, read once per class
+    (planning a study walks every field of every trial's configs)."""
+    return tuple((f.name, f.metadata.get(_APPLIES), f.metadata.get(_KEYED, True), f.metadata.get(_LEGACY, _NO_LEGACY))
+                 for f in dataclasses.fields(cls))
+
+
+@functools.cache
+def predicates(cls: type) -> tuple[Callable[[Trial], bool], ...]:
+    """The applies-predicates of a config class's fields, each once: a section's settings depend on the
+    rest of the trial only through their outcomes (so callers may cache a section's views by them)."""
+    found: list[Callable[[Trial], bool]] = []
+    for _, predicate, _, _ in _rules(cls):
+        if predicate is not None and predicate not in found:
+            found.append(predicate)
+    return tuple(found)
+
+
+def section_views(cfg: Any, outcomes: dict[Callable[[Trial], bool], bool]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(settings read, settings keyed) of one config, given each of its predicates' outcome on the trial."""
+    read: dict[str, Any] = {}
+    keyed: dict[str, Any] = {}
+    for name, predicate, in_the_key, legacy in _rules(type(cfg)):
+        if predicate is not None and not outcomes[predicate]:
+            continue
+        value = getattr(cfg, name)
+        read[name] = value
+        if in_the_key and (legacy is _NO_LEGACY or value != legacy):
+            keyed[name] = value
+    return read, keyed
+
+
+def views(trial: Trial) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(resolved(trial), key_view(trial)) in one pass over the fields: the same rules as applies and in_key."""
+    settings: dict[str, dict[str, Any]] = {}
+    keyed_view: dict[str, dict[str, Any]] = {}
+    for section, cfg in trial._asdict().items():
+        outcomes = {predicate: bool(predicate(trial)) for predicate in predicates(type(cfg))}
+        settings[section], keyed_view[section] = section_views(cfg, outcomes)
+    return settings, keyed_view
 
 
 def resolved(trial: Trial) -> dict[str, dict[str, Any]]:
     """Every setting the trial reads, per section: what is stored and what rebuilds the configs."""
-    return {name: _section(cfg, trial, keyed=False) for name, cfg in trial._asdict().items()}
+    return views(trial)[0]
 
 
 def key_view(trial: Trial) -> dict[str, dict[str, Any]]:
     """The settings that enter the trial key, per section (``resolved`` minus rules 2 and 4)."""
-    return {name: _section(cfg, trial, keyed=True) for name, cfg in trial._asdict().items()}
+    return views(trial)[1]

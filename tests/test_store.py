@@ -54,7 +54,7 @@ def test_schema_has_the_documented_names(tmp_path):
         "trial_key", "dataset", "backbone", "method", "reasoning_steps", "kl_lambda", "tau", "alpha", "gamma", "seed",
         "params", "status", "error", "best_epoch", "epochs", "wall_seconds", "device", "started_at", "finished_at",
         "env"]
-    assert by_table["study_trials"] == ["study", "trial_key"]
+    assert by_table["study_trials"] == ["study", "trial_key", "in_definition"]
     assert by_table["epochs"] == ["trial_key", "epoch", "train_loss", "valid_ndcg_10", "valid_ndcg_20",
                                   "valid_recall_10", "valid_recall_20", "seconds", "is_best"]
     assert by_table["metrics"] == ["trial_key", "split", "step", "user_group", "metric", "value"]
@@ -149,3 +149,40 @@ def test_report_views_exist_in_a_new_database(tmp_path):
     store = Store(tmp_path / "r.duckdb")
     views = set(store.query("SELECT view_name FROM duckdb_views() WHERE NOT internal")["view_name"])
     assert {"results", "report_trials", "report_improvements", "report_latency"} <= views
+
+
+def test_an_older_database_gains_the_new_columns_and_keeps_its_rows(tmp_path, trials):
+    # a schema-1 database as the harness wrote it before trials.host/node_id/peak_gpu_bytes and
+    # study_trials.in_definition existed: today's schema without them
+    db = tmp_path / "old.duckdb"
+    Store(db)
+    con = duckdb.connect(str(db))
+    for table, column in (("trials", "host"), ("trials", "node_id"), ("trials", "peak_gpu_bytes"),
+                          ("study_trials", "in_definition")):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    con.execute("UPDATE schema_info SET version = 1")
+    con.execute("INSERT INTO trials (trial_key, dataset, status, env) VALUES ('k1', 'synthetic', 'completed', '{}')")
+    con.execute("INSERT INTO study_trials VALUES ('s', 'k1')")
+    con.close()
+    store = Store(db)
+    row = store.query("SELECT * FROM trials").iloc[0]
+    assert row.trial_key == "k1" and row.status == "completed"
+    assert pd.isna(row.host) and pd.isna(row.node_id) and pd.isna(row.peak_gpu_bytes)
+    assert store.query("SELECT * FROM study_trials").to_dict("records") == [
+        {"study": "s", "trial_key": "k1", "in_definition": True}]
+    assert store.query("SELECT version FROM schema_info").version.tolist() == [2]
+    Store(db)  # opening again is a no-op
+    assert len(store.query("SELECT * FROM trials")) == 1
+
+
+def test_a_redefined_study_keeps_earlier_members_outside_its_definition(tmp_path, trials):
+    store = Store(tmp_path / "r.duckdb")
+    base, erl, prl = trials
+    store.register_study("s", "s.yaml", 2, "grid", {}, [base.key, erl.key])
+    store.ingest(base, "s", fake_output(base.key), "/r/b", {})
+    store.register_study("s", "s.yaml", 2, "grid", {}, [erl.key, prl.key])  # e.g. a --set rerun
+    links = dict(store.query("SELECT trial_key, in_definition FROM study_trials").itertuples(index=False))
+    assert links == {base.key: False, erl.key: True, prl.key: True}
+    store.mark_running(base, "s", "/r/b", "cpu")  # a run that links a trial makes it a member again
+    assert store.query("SELECT in_definition FROM study_trials WHERE trial_key = ?", [base.key]).iloc[0, 0]
+    assert store.statuses()[base.key] == "completed"
