@@ -28,8 +28,9 @@ TEXT_FIELDS = {
     "morec": ("text_encoder", "pca_dim", "adaptor_dropout", "finetune_text_encoder"),
 }
 # UniSRec ranks by cosine similarity / 0.07 (Hou et al. 2022, Eq. 8 and its released config); the paper
-# says scoring is "inner product or cosine similarity (depending on the ... algorithm)".
-DEFAULT_SCORING: dict[str, str] = {}  # issue 14 makes UniSRec cosine once the scorer exists
+# says scoring is "inner product or cosine similarity (depending on the ... algorithm)". Backbones not
+# listed score by the dot product.
+DEFAULT_SCORING: dict[str, str] = {"unisrec": "cosine"}
 COSINE_TEMPERATURE = 0.07
 METHODS = ("base", "naive", "rpe", "erl", "prl")
 METRICS = ("ndcg@10", "ndcg@20", "recall@10", "recall@20")
@@ -101,15 +102,27 @@ class ModelConfig(_Dict):
     # MoRec end-to-end: train the text encoder too (CUDA only)
     finetune_text_encoder: bool = setting(False, applies=_text("finetune_text_encoder"))
     # ---- added after keys were pinned (rearec/identity.py): `legacy` = the behaviour before the field ----
-    # BERT4Rec's training objective: 'cloze' = Sun et al. 2019 (random [MASK]ed items predicted over the
-    # vocabulary, plus the appended final [MASK] predicting the next item); 'next_item' = only the final
-    # [MASK] (a bidirectional SASRec; what every BERT4Rec trial did before this field existed)
-    bert4rec_objective: Literal["cloze", "next_item"] = setting("next_item", legacy="next_item", applies=_bert4rec)
-    # cloze mask proportion rho: Sun et al. 2019 (Sec. 4.5, Fig. 4) find 0.6 best on the sparse Beauty
-    # data (0.2 on the dense ML-1m/20m); the paper's Amazon/Yelp sets are sparse
+    # BERT4Rec's training objective: 'cloze' = Sun et al. 2019 (a fraction mask_prob of each row's history
+    # items [MASK]ed and predicted over the vocabulary, plus the appended final [MASK] predicting the next
+    # item and carrying the reasoning; rearec/cloze.py); 'next_item' = only the final [MASK] (a bidirectional
+    # SASRec; what every BERT4Rec trial did before this field existed)
+    bert4rec_objective: Literal["cloze", "next_item"] = setting("cloze", legacy="next_item", applies=_bert4rec)
+    # cloze mask proportion rho. Sun et al. 2019's mask-proportion study and their released run scripts
+    # (github.com/FeiSun/BERT4Rec run_*.sh, masked_lm_prob): 0.6 for the sparse, short-sequence Beauty,
+    # 0.4 Steam, 0.2 for the long-sequence ML-1m / ML-20m. The paper's Amazon 2023 sets are sparse and short
+    # like Beauty, hence 0.6 (Yelp's 20-core histories are longer: a study may prefer 0.2-0.4 there).
+    # RecBole's BERT4Rec default mask_ratio is 0.2.
     mask_prob: float = setting(0.6, applies=_cloze)
+    # BERT4Rec's output layer (Sun et al. 2019, Eq. 7, and their released code; rearec/output_head.py):
+    # logits = LN(GELU(W h + b)) . E^T + b_out for every scored BERT4Rec state (cloze positions, the final
+    # [MASK], each reasoning step); false = the raw dot product h . E^T (every BERT4Rec trial before this field)
+    bert4rec_head: bool = setting(False, legacy=False, applies=_bert4rec)
     # candidate scoring for training, every step loss and evaluation: 'dot' product or 'cosine' similarity
-    # divided by score_temperature. None = the backbone's own (cosine for UniSRec, dot otherwise)
+    # divided by score_temperature. None = the backbone's own (DEFAULT_SCORING: cosine for UniSRec, dot
+    # otherwise). It applies to every full-vocabulary logit -- each step's CE, ERL's KL (both formulations),
+    # PRL's annealed CE and evaluation / latency ranking -- and method temperatures divide on top of it:
+    # PRL's step-k logit is cos(r_k, e) / score_temperature / tau_k (the temperatures multiply), the released
+    # formulation's global tau likewise. RCL's similarity is its own setting (MethodConfig.rcl_similarity).
     item_scoring: Literal["dot", "cosine"] | None = setting(None, legacy="dot")
     score_temperature: float | None = setting(None, applies=_cosine_scoring)  # None = 0.07 with cosine
 
@@ -178,11 +191,13 @@ class MethodConfig(_Dict):
     warmup_epochs: int | None = None  # PRL epochs without noise/RCL; None = 0 (paper) or 2 (released)
     # ---- added after keys were pinned (rearec/identity.py): `legacy` = the behaviour before the field ----
     # RCL similarity between noisy and clean states (Eq. 11): the paper's and released code's dot product,
-    # or cosine (scale-free: post-LN states have norm ~sqrt(d), so dot-product InfoNCE saturates)
+    # or cosine (scale-free: post-LN states have norm ~sqrt(d), so dot-product InfoNCE saturates); either
+    # is divided by tau. Independent of ModelConfig.item_scoring (bench/rcl_magnitudes.py measures both)
     rcl_similarity: Literal["dot", "cosine"] = setting("dot", legacy="dot", applies=_rcl)
-    # packed training puts every prefix of a user in one batch: 'other_users' keeps a row's own-user
-    # prefixes out of its RCL negatives (as per-row batches almost always are); 'all' = before this field
-    rcl_negatives: Literal["other_users", "all"] = setting("all", legacy="all", applies=_packed_rcl)
+    # packed training puts every prefix of a user in one batch: 'other_users' (default) keeps a row's
+    # own-user prefixes out of its RCL negatives (as per-row batches almost always are: README "Training
+    # modes" states what is exact); 'all' = every other prefix, what packed PRL did before this field
+    rcl_negatives: Literal["other_users", "all"] = setting("other_users", legacy="all", applies=_packed_rcl)
 
     def __post_init__(self) -> None:
         if self.name not in METHODS:
@@ -233,6 +248,18 @@ class TrainConfig(_Dict):
     amp: bool = False  # bf16 autocast, CUDA only
     loss_chunk: int = 1024  # rows per chunk of the full-vocabulary softmax (memory bound)
     seed: int = 0
+    # ---- speed / memory only (rearec/identity.py rule 4: never in a trial key) ----
+    # CPU training: activation checkpointing of the item encoder's layers for batches with more than this
+    # many item tokens (rows x width): their activations are recomputed in backward with the first pass's
+    # dropout masks, so gradients are unchanged; None = never (bench/README.md "Training memory")
+    checkpoint_tokens: int | None = setting(65_536, key=False)
+    # CUDA only: evaluation and latency run static shapes (fixed batch, last one padded, bucketed widths)
+    # captured once as CUDA graphs and replayed (rearec/static.py); no effect on CPU
+    cuda_graphs: bool = setting(True, key=False)
+    # the final validation / test pass also records per-sample signals of every depth (rearec/signals.py:
+    # rank, entropy, top-1 probability and item, KL to the previous depth) for offline stopping rules;
+    # 20 (K + 1) bytes per evaluated sample, so off unless a study asks for it
+    step_signals: bool = setting(False, key=False)
 
     def __post_init__(self) -> None:
         _positive("lr", self.lr)
@@ -244,3 +271,5 @@ class TrainConfig(_Dict):
             raise ConfigError("patience", f"must be >= 0, got {self.patience!r}")
         if self.grad_clip is not None:
             _positive("grad_clip", self.grad_clip)
+        if self.checkpoint_tokens is not None and self.checkpoint_tokens < 1:
+            raise ConfigError("checkpoint_tokens", f"must be >= 1 or null (never), got {self.checkpoint_tokens!r}")

@@ -4,13 +4,15 @@ Conventions (identical in every training and inference path):
 - items 1..n_items, 0 = padding; histories are left-padded, the newest item in the last column.
 - item positions count from the oldest kept item (0..n-1), so an item's position embedding does not
   depend on how much padding a batch carries. BERT4Rec appends a [MASK] token at position n; its output
-  is r_0 (the standard BERT4Rec next-item read-out).
+  is r_0 (the standard BERT4Rec next-item read-out). BERT4Rec's cloze training (rearec/cloze.py) also
+  turns some history items into [MASK] tokens, which keep their positions; evaluation never masks.
 - reasoning token k (1..K) = r_{k-1} + RPE[k-1] (Eq. 4); it gets no item position embedding. Every input
   token, item or reasoning, passes the input LayerNorm and dropout (released code, official-code.md §1).
 - masks: SASRec items are causal; BERT4Rec items (and [MASK]) are bidirectional; no item ever sees a
   reasoning token; reasoning token k sees every real item and reasoning tokens <= k ("prefix masking").
   Because items never see reasoning tokens, their keys/values are computed once and cached, and each
-  reasoning step runs one new position through each layer -- in training and in inference.
+  reasoning step runs one new position through each layer -- in training and in inference (layers.py
+  ReasoningKV: buffers written in place without autograd; with it, the item block is never copied).
 """
 
 from __future__ import annotations
@@ -22,10 +24,16 @@ from torch import nn
 
 from .config import MethodConfig, ModelConfig
 from .items import make_item_encoder
-from .layers import KV, TransformerLayer
+from .layers import KV, ReasoningKV, TransformerLayer
+from .objectives import Scoring
+from .output_head import OutputHead
 
 
 class ReaRecModel(nn.Module):
+    # per-batch item-id range check; rearec.static turns it off after checking the rows once on the host,
+    # because reading values back inside a CUDA-graph capture is not allowed
+    check_inputs = True
+
     def __init__(self, cfg: ModelConfig, n_items: int, reasoning_steps: int, use_rpe: bool = True,
                  item_features: np.ndarray | None = None):
         super().__init__()
@@ -48,6 +56,9 @@ class ReaRecModel(nn.Module):
             TransformerLayer(d, cfg.num_heads, cfg.ffn_size, cfg.dropout, cfg.attn_dropout, cfg.layer_norm_eps)
             for _ in range(cfg.num_layers)
         )
+        # BERT4Rec's output layer (ModelConfig.bert4rec_head, rearec/output_head.py); built last, so a model
+        # without it initialises every other parameter exactly as before the option existed
+        self.head = OutputHead(d, n_items, cfg.layer_norm_eps) if self.bidirectional and cfg.bert4rec_head else None
         self.apply(self._init)
 
     def _init(self, module: nn.Module) -> None:
@@ -78,9 +89,22 @@ class ReaRecModel(nn.Module):
         """tokens (B, T) -> (B, T, d) item representations; padding rows get no gradient."""
         return F.embedding(tokens, self.items.table(), padding_idx=0)
 
+    @property
+    def scoring(self) -> Scoring:
+        """The backbone's scoring (ModelConfig.item_scoring): dot product, or cosine / score_temperature."""
+        cfg = self.cfg
+        base = Scoring(cfg.item_scoring, cfg.score_temperature if cfg.item_scoring == "cosine" else 1.0)
+        return base if self.head is None else self.head.wrap(base)  # BERT4Rec's head: [head(h), 1] . [E, b]
+
+    def candidates(self) -> torch.Tensor:
+        """(n_items, d) candidate matrix as scored: item_weights, unit-normalised for cosine scoring.
+        Every full-vocabulary logit in training and evaluation is scoring.queries(state) . candidates()."""
+        return self.scoring.candidates(self.item_weights)
+
     def scores(self, states: torch.Tensor) -> torch.Tensor:
-        """states (..., d) -> (..., n_items) dot-product scores; column j is item j + 1."""
-        return states @ self.item_weights.T
+        """states (..., d) -> (..., n_items) scores (dot, or cosine / score_temperature); column j is item j + 1."""
+        scoring = self.scoring
+        return scoring.queries(states) @ scoring.candidates(self.item_weights).T
 
     # ---- encoding -----------------------------------------------------------------------------------
     def _check(self, history: torch.Tensor) -> None:
@@ -88,15 +112,28 @@ class ReaRecModel(nn.Module):
             raise ValueError(f"history: expected a non-empty (B, L) batch, got shape {tuple(history.shape)}")
         if history.shape[1] > self.cfg.max_len:
             raise ValueError(f"history: length {history.shape[1]} exceeds max_len {self.cfg.max_len}")
+        if not self.check_inputs:
+            return
         lo, hi = int(history.min()), int(history.max())
         if lo < 0 or hi > self.n_items:
             bad = lo if lo < 0 else hi
             raise ValueError(f"history: item id {bad} out of range 0..{self.n_items}")
 
-    def _item_inputs(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """history (B, L) -> token ids (B, T) and position ids (B, T); T = L (+1 for BERT4Rec's [MASK])."""
+    def _item_inputs(self, history: torch.Tensor, masked: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """history (B, L) -> token ids (B, T) and position ids (B, T); T = L (+1 for BERT4Rec's [MASK]).
+
+        masked (B, L) bool (BERT4Rec's cloze training, rearec/cloze.py): those history items become [MASK]
+        tokens; they keep their positions and stay visible as keys, but their own item id is gone.
+        """
         valid = history > 0
         pos = (valid.long().cumsum(1) - 1).clamp(min=0)  # oldest kept item = 0
+        if masked is not None:
+            if not self.bidirectional:
+                raise ValueError("masked: cloze masking needs the bidirectional BERT4Rec backbone")
+            if masked.shape != history.shape or bool((masked & ~valid).any()):
+                raise ValueError(f"masked: expected a (B, L) = {tuple(history.shape)} bool mask over real items, "
+                                 f"got shape {tuple(masked.shape)}")
+            history = history.masked_fill(masked, self.mask_token)
         if self.bidirectional:
             n = valid.sum(1, keepdim=True)
             history = torch.cat([history, torch.full_like(n, self.mask_token)], 1)
@@ -120,10 +157,24 @@ class ReaRecModel(nn.Module):
         x, caches, tokens = self._item_pass(history)
         return x[:, -1], caches, tokens > 0
 
-    def _item_pass(self, history: torch.Tensor) -> tuple[torch.Tensor, list[KV], torch.Tensor]:
+    def encode_cloze(
+        self, history: torch.Tensor, masked: torch.Tensor
+    ) -> tuple[torch.Tensor, list[KV], torch.Tensor, torch.Tensor]:
+        """BERT4Rec cloze training: history (B, L) with ``masked`` (B, L) items replaced by [MASK].
+
+        Returns r_0 (B, d) -- the appended final [MASK], which sees every position --, the caches and
+        key_ok (B, T) as ``encode_items`` (reasoning tokens see the [MASK]ed positions as keys too), and the
+        last-layer outputs of the L history positions (B, L, d), read at the masked ones by the cloze loss.
+        """
+        x, caches, tokens = self._item_pass(history, masked)
+        return x[:, -1], caches, tokens > 0, x[:, : history.shape[1]]
+
+    def _item_pass(
+        self, history: torch.Tensor, masked: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[KV], torch.Tensor]:
         """history (B, L) -> last-layer outputs (B, T, d), per-layer caches, token ids (B, T)."""
         self._check(history)
-        tokens, pos = self._item_inputs(history)
+        tokens, pos = self._item_inputs(history, masked)
         x = self.input_drop(self.input_norm(self.embed(tokens) + self.pos_emb(pos)))
         mask = self._item_mask(tokens)
         caches = []
@@ -149,21 +200,23 @@ class ReaRecModel(nn.Module):
         feed (B, P, K+1, d) / noise (B, P, K, d): PRL's noisy view (Eq. 10) -- step k's input is the *clean*
         r_{k-1} + RPE + noise, run with its own reasoning cache. Returns (B, P, steps + 1, d).
         """
+        if steps == 0:
+            return r0[:, :, None]
         B, P, _ = r0.shape
+        T = item_mask.shape[-1]
         own = torch.eye(P, dtype=torch.bool, device=r0.device)
+        # keys: [items (T) ; step 1 (P) ; ... ; step `steps` (P)]; step k attends to the first T + k * P
+        mask = torch.cat([item_mask.expand(B, 1, P, T), own.repeat(1, steps).expand(B, 1, P, steps * P)], -1)
+        kv = [ReasoningKV(c, steps * P) for c in caches]  # per layer, filled in place (see layers.py)
         r, states = r0, [r0]
         for k in range(1, steps + 1):
             x = self.reasoning_input(feed[:, :, k - 1] if feed is not None else r, k)
             if noise is not None:
                 x = x + noise[:, :, k - 1]
             h = self.input_drop(self.input_norm(x))  # (B, P, d)
-            # keys: [items (T) ; steps 1..k-1 (P each) ; this step (P)], step-major
-            mask = torch.cat([item_mask, own.repeat(1, k).expand(B, 1, P, k * P)], -1)
-            new = []
-            for layer, past in zip(self.layers, caches, strict=True):
-                h, kv = layer(h, mask, past)
-                new.append(kv)
-            caches, r = new, h
+            for layer, cache in zip(self.layers, kv, strict=True):
+                h = layer.step(h, cache, mask[..., : T + k * P])
+            r = h
             states.append(r)
         return torch.stack(states, 2)
 

@@ -75,6 +75,7 @@ class PackedBatch:
     ends: torch.Tensor  # (U, P_b) column of each prefix's last item, -1 for empty slots
     targets: torch.Tensor  # (U, P_b) target ids, 0 for empty slots
     target_pos: np.ndarray  # (N,) Sequences.items index of each real target, in ends >= 0 order
+    users: torch.Tensor  # (U,) the user index of each window (RCL keeps a user's prefixes apart)
 
     @property
     def n_rows(self) -> int:
@@ -95,11 +96,13 @@ def make_batch(seqs: Sequences, win: Windows, index: np.ndarray, device="cpu") -
     tidx = np.where(has, win.offsets[index, None] + slot[None, :], 0)
     ends = np.where(has, win.target_col[tidx] + pad[:, None], -1)
     targets = np.where(has, win.target_item[tidx], 0)
+    users = np.searchsorted(seqs.offsets, win.start[index], side="right") - 1  # two windows can share one
     return PackedBatch(
         items=torch.from_numpy(items).long().to(device),
         ends=torch.from_numpy(ends).long().to(device),
         targets=torch.from_numpy(targets).long().to(device),
         target_pos=win.target_pos[tidx[has]],
+        users=torch.from_numpy(seqs.user[users]).long().to(device),
     )
 
 

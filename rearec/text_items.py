@@ -16,8 +16,9 @@ and the evaluation work unchanged.
   puts on the text encoder's output -- and no ID embedding. Features are frozen by default; with
   ``finetune_text_encoder`` the encoder itself is trained end to end (CUDA only, see FineTunedTextModel).
 
-Scores stay ReaRec's dot product for every backbone (UniSRec's released code scores by cosine / 0.07; the
-ReaRec framework treats all backbones alike, paper §2.2).
+Scoring is ModelConfig.item_scoring: UniSRec ranks by cosine similarity / 0.07 as its paper and released
+code do (rearec/objectives.py Scoring, applied to training, every step loss and evaluation); MoRec by
+the dot product.
 """
 
 from __future__ import annotations

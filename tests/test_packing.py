@@ -61,6 +61,17 @@ def test_epoch_batches_hold_every_target_once(data):
         assert torch.equal(b.targets[real], torch.from_numpy(seqs.items[b.target_pos]))
 
 
+def test_batch_users_name_each_window_and_repeat_for_a_long_users_windows(data):
+    seqs = data.train_sequences
+    win = build_windows(seqs, MAX_LEN)
+    owner = np.searchsorted(seqs.offsets, win.start, side="right") - 1  # (W,) user of each window
+    long_user = int(np.bincount(owner).argmax())
+    both = np.flatnonzero(owner == long_user)[:2]
+    assert len(both) == 2  # tiny has users longer than MAX_LEN + 1: two windows of one user
+    batch = make_batch(seqs, win, np.concatenate([both, [int(np.flatnonzero(owner != long_user)[0])]]))
+    assert batch.users.tolist() == [long_user, long_user, int(owner[owner != long_user][0])]
+
+
 METHODS = [
     MethodConfig(name="base"),
     MethodConfig(name="naive", reasoning_steps=2),
@@ -68,14 +79,19 @@ METHODS = [
     MethodConfig(name="erl", reasoning_steps=2, kl_lambda=0.1),
     MethodConfig(name="erl", reasoning_steps=2, kl_lambda=0.1, formulation="released", tau=0.5),
     MethodConfig(name="prl", reasoning_steps=2, tau=0.5, alpha=2.0, gamma=0.0),
+    MethodConfig(name="prl", reasoning_steps=2, tau=0.5, alpha=2.0, gamma=0.0, rcl_negatives="all"),
+    MethodConfig(name="prl", reasoning_steps=2, tau=0.5, alpha=2.0, gamma=0.0, rcl_similarity="cosine"),
     MethodConfig(name="prl", reasoning_steps=2, tau=0.5, alpha=2.0, gamma=0.0, formulation="released", warmup_epochs=0),
     MethodConfig(name="prl", reasoning_steps=2, tau=0.5, rcl=False),
 ]
 
 
-@pytest.mark.parametrize("method", METHODS, ids=lambda m: f"{m.name}-{m.formulation}-rcl{m.rcl}")
+@pytest.mark.parametrize("method", METHODS,
+                         ids=lambda m: f"{m.name}-{m.formulation}-rcl{m.rcl}-{m.rcl_negatives}-{m.rcl_similarity}")
 def test_packed_loss_and_gradients_equal_per_row(data, method):
-    """Users whose sequence fits in max_len + 1 items: identical rows, identical loss and gradients."""
+    """Users whose sequence fits in max_len + 1 items: identical rows, identical loss and gradients.
+    RCL: packed 'other_users' equals per-row on the same rows with each row's own-user rows taken out of
+    its negatives (train_step's groups); 'all' equals per-row with every other row a negative."""
     seqs = data.train_sequences
     win = build_windows(seqs, MAX_LEN)
     exact_users = np.flatnonzero(np.diff(seqs.offsets) <= MAX_LEN + 1)[:12]
@@ -93,7 +109,10 @@ def test_packed_loss_and_gradients_equal_per_row(data, method):
         return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     history, target = torch.from_numpy(data.train.history[rows]), torch.from_numpy(data.train.target[rows])
-    l_row, g_row = grads(lambda: train_step(model, method, history, target, epoch=1, chunk=1024))
+    users = torch.from_numpy(data.train.user[rows])
+    assert torch.equal(batch.users[:, None].expand(batch.ends.shape)[batch.ends >= 0], users)
+    groups = users if method.rcl_negatives == "other_users" else None
+    l_row, g_row = grads(lambda: train_step(model, method, history, target, epoch=1, chunk=1024, groups=groups))
     l_pack, g_pack = grads(lambda: train_step_packed(model, method, batch, epoch=1, chunk=7))
     assert l_pack == pytest.approx(l_row, abs=1e-5)
     assert g_row.keys() == g_pack.keys()

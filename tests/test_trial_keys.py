@@ -23,10 +23,12 @@ from rearec.identity import Trial, key_view, setting
 ROOT = Path(__file__).resolve().parent.parent
 
 QUICKSTART_SYNTHETIC_HASH = "edaa0dc575366c90c0ba9a4eca87ec1439c16e82b4c7449ef2b4cf21d4e2ec21"
+# prl moved with issue 14.3 (packed RCL keeps own-user prefixes out of the negatives: rcl_negatives
+# 'other_users'); the UniSRec rows below moved with issue 14.2 (UniSRec scores by cosine / 0.07).
 QUICKSTART_KEYS = [
     ("base", "4d80e3a6bb6a0d3a47567d067029cc5d09d03873d4a9b880de80cc85a8d6b9f8"),
     ("erl", "5b52f9c3ed78cabddc9c3bcb6e0786c965ab4491184cc5aaa67dd080017e7c29"),
-    ("prl", "a715056dadf30e5c80ff278283b41372d64584b6a42a069e7351e4e98b6f38b9"),
+    ("prl", "0a331ff67beef325b8565b4e18116d895255d55dc9e46d019a027dc1ec7b791c"),
 ]
 
 # (backbone, method, settings on top of hidden_size 64, key) on a fixed dataset identity: covers every
@@ -39,18 +41,26 @@ FIXED_KEYS = [
     ("sasrec", "erl", {'reasoning_steps': 2, 'kl_lambda': 0.01}, "e07fafc958ad0c6741df3d9bda54cffae1ad8256000555f0d3ca1ae612250ad5"),
     ("sasrec", "prl", {'reasoning_steps': 2, 'tau': 0.5, 'alpha': 5.0}, "5e337316ec04368b7ac6237e5735d26f05851ef7b4ba1ffc434e594a6faacd69"),
     ("sasrec", "prl", {'reasoning_steps': 3, 'rcl': False, 'formulation': 'released', 'training': 'packed'}, "4239fa56d4e10857406b4b9982e5c46eae9ee0ae78e54b9394271c0db5f47258"),
-    ("bert4rec", "base", {}, "2aa75c1fa47697b8b5aba408cb5cd807999249fe8798d19d13888211d81c68d4"),
-    ("bert4rec", "naive", {'reasoning_steps': 2}, "bf5dc54ae32ec4b01f192c6c872ed7fe8e7f4b4206c9ba864c9a66a066b55584"),
-    ("bert4rec", "rpe", {'reasoning_steps': 2}, "65c16e0e80f0da31ddeaf751225047619b846cef80e4e4d6099a12d8a224d272"),
-    ("bert4rec", "erl", {'reasoning_steps': 2, 'kl_lambda': 0.01}, "41674dc2361227bcc7c25190248759a391cd84f86ca99d197ef2b971cff51dfc"),
-    ("bert4rec", "prl", {'reasoning_steps': 2, 'tau': 0.5, 'alpha': 5.0}, "ea6022a9239b5ca2f45025f692f11bbe9ffac4777a91070fa492ea4acac2df22"),
-    ("bert4rec", "prl", {'reasoning_steps': 3, 'rcl': False, 'formulation': 'released'}, "6e58ced25e4cd89eb477aa3d1fb95a8e5cb2aba231f96f104a853dfa0d03ade3"),
-    ("unisrec", "base", {}, "97fd54d114859ca3ca894e6a9308c0f5d037cb7c04ece944c86cfb58ae42abd1"),
-    ("unisrec", "naive", {'reasoning_steps': 2}, "48fdf2a705464f5735c5b3e7086db2d7a6d134ef808621cdf577cdb5ee3dfe6c"),
-    ("unisrec", "rpe", {'reasoning_steps': 2}, "63030a0af02db5a3da8aaaa77e4a42d53d6283fd406a0b3fdde1bc403d328ffd"),
-    ("unisrec", "erl", {'reasoning_steps': 2, 'kl_lambda': 0.01}, "2b97ad1b9efb1a74a4ae40869e7c1d337073118d1ed4d0da9fcded490c1506f4"),
-    ("unisrec", "prl", {'reasoning_steps': 2, 'tau': 0.5, 'alpha': 5.0}, "147e54c634710330049cb8dd71e3a611cf535ba779bcc043ff480629d0e6df21"),
-    ("unisrec", "prl", {'reasoning_steps': 3, 'rcl': False, 'formulation': 'released', 'training': 'packed'}, "e6c14864bf3f1068cf1403a0a96568d4552334af4f23ed49d58a8df0fe4f261b"),
+    ("bert4rec", "base", {'bert4rec_objective': 'next_item'}, "2aa75c1fa47697b8b5aba408cb5cd807999249fe8798d19d13888211d81c68d4"),
+    ("bert4rec", "naive", {'reasoning_steps': 2, 'bert4rec_objective': 'next_item'}, "bf5dc54ae32ec4b01f192c6c872ed7fe8e7f4b4206c9ba864c9a66a066b55584"),
+    ("bert4rec", "rpe", {'reasoning_steps': 2, 'bert4rec_objective': 'next_item'}, "65c16e0e80f0da31ddeaf751225047619b846cef80e4e4d6099a12d8a224d272"),
+    ("bert4rec", "erl", {'reasoning_steps': 2, 'kl_lambda': 0.01, 'bert4rec_objective': 'next_item'}, "41674dc2361227bcc7c25190248759a391cd84f86ca99d197ef2b971cff51dfc"),
+    ("bert4rec", "prl", {'reasoning_steps': 2, 'tau': 0.5, 'alpha': 5.0, 'bert4rec_objective': 'next_item'}, "ea6022a9239b5ca2f45025f692f11bbe9ffac4777a91070fa492ea4acac2df22"),
+    ("bert4rec", "prl", {'reasoning_steps': 3, 'rcl': False, 'formulation': 'released', 'bert4rec_objective': 'next_item'}, "6e58ced25e4cd89eb477aa3d1fb95a8e5cb2aba231f96f104a853dfa0d03ade3"),
+    # BERT4Rec's default objective became cloze (issue 14.1): its trials are new computations with new
+    # keys, and the pins above keep their pre-cloze keys under bert4rec_objective: next_item
+    ("bert4rec", "base", {}, "48c8093bdcbd9440c0e398aec05d717a59d342b354358f3b61268a30af86b5ae"),
+    ("bert4rec", "naive", {'reasoning_steps': 2}, "462f91c316ec60d0af440411e11f16cd6caf98533c6739f24a340c51564c6b96"),
+    ("bert4rec", "rpe", {'reasoning_steps': 2}, "6c756df29e83faf2a5854da01bf465ca299a3e7e9b98cc2260074c509a813b91"),
+    ("bert4rec", "erl", {'reasoning_steps': 2, 'kl_lambda': 0.01}, "596c7c2af1021e401f71510686b606d3cd77873e85b04a6db2d3c50fd30c57e7"),
+    ("bert4rec", "prl", {'reasoning_steps': 2, 'tau': 0.5, 'alpha': 5.0}, "f97d1ce902ab9d7d9fa23210acd99e4bb05fe41c13f212df32dfa7461391e571"),
+    ("bert4rec", "prl", {'reasoning_steps': 3, 'rcl': False, 'formulation': 'released'}, "89d8670877801a7d3a7ada4129bc9edcfc3d6241eaca4a037a8f981464e013ec"),
+    ("unisrec", "base", {}, "7742df6b0f2c60e192f61f3689cbae1173475c786e5744c34af044bf9ac1b7ce"),
+    ("unisrec", "naive", {'reasoning_steps': 2}, "cd328ca01afda255c9f1dcb5b35882d6965339c6c133752ac00e73b00614ebbd"),
+    ("unisrec", "rpe", {'reasoning_steps': 2}, "0ac35909e021c806bc40bdf4a12abc4800a6984472feef9a896e7d85e61907e8"),
+    ("unisrec", "erl", {'reasoning_steps': 2, 'kl_lambda': 0.01}, "502ab4702630d8a8c4373e5d40e2b49c4cadb9eb1fc204e3d8ba9c834711a0e9"),
+    ("unisrec", "prl", {'reasoning_steps': 2, 'tau': 0.5, 'alpha': 5.0}, "05a6cca558421d1ef160cd747199d26ae442ddc4dd761189e3771a9e7f309d86"),
+    ("unisrec", "prl", {'reasoning_steps': 3, 'rcl': False, 'formulation': 'released', 'training': 'packed'}, "b2bec2923a00b2a05f0bc58cf3c478d45b7047ae74e83789a03c1abf992cc5d3"),
     ("morec", "base", {}, "5290ebebf7cb0ff53cc7ada5ad0e432ee4ce0ebb50d9ec9990078b0b4311decb"),
     ("morec", "naive", {'reasoning_steps': 2}, "adcf548fa27632d500dc077b9430a45707a5526fa90ebbebbffeabfae3828c78"),
     ("morec", "rpe", {'reasoning_steps': 2}, "e6624885d0cd221f30493445950cce7dff2a1e8bbbd60e67b28b909a51bfa4c6"),
