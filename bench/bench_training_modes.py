@@ -5,7 +5,9 @@
                                           # ~9 min idle, 15-40 min when other sessions load the box
     .venv/bin/python bench/bench_training_modes.py throughput --extra "packed+fix=packed@/tmp/patched"
                                           # + a worker importing rearec from /tmp/patched/rearec (A/B a patch)
-    .venv/bin/python bench/bench_training_modes.py memory              # one subprocess per (mode, loss_chunk)
+    .venv/bin/python bench/bench_training_modes.py memory              # one subprocess per (mode, loss_chunk,
+                                          # checkpointing); --before PATH adds older code, --now PATH a snapshot
+    .venv/bin/python bench/bench_training_modes.py ckptcost --threads 1   # time cost of checkpointing
     .venv/bin/python bench/bench_training_modes.py quality             # 6 short fits, 3 seed processes
     .venv/bin/python bench/bench_training_modes.py all                 # the four in that order
 
@@ -28,9 +30,12 @@ throughput -- one epoch of each mode is cut into batches exactly as rearec.train
   reported separately). rows/s of a round = rows trained / wall seconds; we report the median over rounds,
   the per-round ratios and CPU seconds per 1k rows (less sensitive to load than wall time). A last
   round runs an instrumented copy of the step (phase_step below) to show where the time goes.
-memory -- a fresh subprocess per (mode, loss_chunk) loads the data, builds the model and trains twice on
-  that mode's heaviest batches of the epoch (padded: any full batch; bucketed: its widest; packed: the
-  batches with the most item tokens / reasoning-attention cells / rows); peak RSS = VmHWM of the process.
+memory -- a fresh subprocess per (code, mode, loss_chunk, checkpoint_tokens) loads the data, builds the
+  model and trains (one warm-up pass, then --mem-repeats timed passes) on that mode's heaviest batches of
+  the epoch (padded: any full batch; bucketed: its widest; packed: the batches with the most item tokens /
+  reasoning-attention cells / rows) with fit()'s checkpointing rule; peak RSS = VmHWM of the process.
+ckptcost -- in one process, process CPU seconds per step with checkpointing never / by fit()'s rule on a
+  stratified sample of the bucketed epoch, and never / always on its widest batch, alternating per step.
 deviation -- packed windows (rearec.packing.build_windows) vs per-row histories for every training target.
 quality -- d = 64, a random 10 % of users (vocabulary cut to their training items), PRL K = 2, seeds 0-2
   (one process per seed, 1 thread each), bucketed vs packed, <= 4 epochs with early stopping on
@@ -151,16 +156,22 @@ def build_model(data, dim: int = 256, seed: int = 0):
     return model, method, optimizer
 
 
-def step(model, method, optimizer, mode: str, batch, chunk: int, **extra) -> float:
-    """The body of rearec.train.fit's batch loop (CPU: no autocast, no clipping). ``extra``: keyword
-    arguments for a patched train_step (e.g. checkpoint_tokens)."""
-    from rearec.train import train_step, train_step_packed
+def step(model, method, optimizer, mode: str, batch, chunk: int, checkpoint_tokens: int | None = None) -> float:
+    """The body of rearec.train.fit's batch loop (CPU: no autocast, no clipping), including fit's
+    activation-checkpointing rule (TrainConfig.checkpoint_tokens; None = off, as code without it)."""
+    import contextlib
+
+    from rearec import train
 
     optimizer.zero_grad(set_to_none=True)
-    if mode == "packed":
-        loss = train_step_packed(model, method, batch, EPOCH, chunk)
-    else:
-        loss = train_step(model, method, batch[0], batch[1], EPOCH, chunk, **extra)
+    ctx = contextlib.nullcontext()
+    if checkpoint_tokens is not None:
+        ctx = train.checkpointing(model, train.batch_tokens(batch) > checkpoint_tokens)
+    with ctx:
+        if mode == "packed":
+            loss = train.train_step_packed(model, method, batch, EPOCH, chunk)
+        else:
+            loss = train.train_step(model, method, batch[0], batch[1], EPOCH, chunk)
     optimizer.step()
     return loss
 
@@ -209,10 +220,10 @@ def phase_step(model, method, optimizer, mode: str, batch, chunk: int) -> dict[s
     B = len(target)
     extra = rcl_loss(method, states[:, 1:], noisy) if noisy is not None else None
     lap("rcl forward")
-    item_w = model.item_weights
+    item_w = model.candidates()
     detached = states.detach().requires_grad_(True)
     for i in range(0, B, chunk):
-        part = vocab_loss(method, detached[i : i + chunk], item_w, target[i : i + chunk]) / B
+        part = vocab_loss(method, detached[i : i + chunk], item_w, target[i : i + chunk], model.scoring) / B
         part.backward()
     lap("vocab loss fwd+bwd")
     tensors, grads = [states], [detached.grad]
@@ -272,7 +283,8 @@ def worker(opts: argparse.Namespace) -> None:
 
 
 def memworker(opts: argparse.Namespace) -> None:
-    """Peak-RSS worker: one mode, one loss_chunk, the mode's heaviest batches, twice (Adam state included)."""
+    """Peak-RSS worker: one mode, one loss_chunk, one checkpointing setting, the mode's heaviest batches:
+    one warm-up pass, then ``--mem-repeats`` timed passes (Adam state included)."""
     if opts.rearec_path:
         sys.path.insert(0, opts.rearec_path)
     import torch
@@ -285,14 +297,19 @@ def memworker(opts: argparse.Namespace) -> None:
     batches = torch.load(opts.batches_file, weights_only=False)
     before = memory_status()
     t0 = time.perf_counter()
-    extra = {} if opts.checkpoint_tokens is None else {"checkpoint_tokens": opts.checkpoint_tokens}
-    for _ in range(2):
-        for b in batches:
-            step(model, method, optimizer, opts.mode, b["batch"], opts.loss_chunk, **extra)
+    ckpt = None if opts.checkpoint_tokens in (None, "none") else int(opts.checkpoint_tokens)
+    seconds: list[list[float]] = [[] for _ in batches]
+    for r in range(1 + opts.mem_repeats):
+        for i, b in enumerate(batches):
+            w = time.perf_counter()
+            step(model, method, optimizer, opts.mode, b["batch"], opts.loss_chunk, ckpt)
+            if r:
+                seconds[i].append(time.perf_counter() - w)
     _send("final", {"mode": opts.mode, "loss_chunk": opts.loss_chunk, "rearec": rearec.__file__,
-                    "checkpoint_tokens": opts.checkpoint_tokens, "before_training": before,
+                    "checkpoint_tokens": ckpt, "before_training": before,
                     "after": memory_status(), "shapes": [b["shape"] for b in batches],
-                    "rows": [b["rows"] for b in batches], "seconds": time.perf_counter() - t0})
+                    "rows": [b["rows"] for b in batches], "seconds": time.perf_counter() - t0,
+                    "batch_seconds": seconds, "loadavg": loadavg()})
 
 
 class Worker:
@@ -404,7 +421,7 @@ def run_throughput(opts: argparse.Namespace, data=None) -> dict:
               f"{picks_info[mode]['epoch_mean_cost_per_row']:.2f} (picked {picks_info[mode]['picked_mean_cost_per_row']:.2f}), "
               f"picked shapes {picks_info[mode]['picked_shapes']}", flush=True)
         del batches
-    names = {m: (m, "") for m in modes}
+    names = {m: (m, opts.now) for m in modes}  # --now: a snapshot of the current code
     for spec in opts.extra or []:  # NAME=MODE@PATH: MODE's batches, rearec imported from PATH (A/B a patch)
         name, rest = spec.split("=", 1)
         mode, path = rest.split("@", 1)
@@ -502,39 +519,110 @@ def run_throughput(opts: argparse.Namespace, data=None) -> dict:
     return summary
 
 
+def _checkpoint_values(spec: str) -> list[int | None]:
+    from rearec.config import TrainConfig
+
+    default = TrainConfig().checkpoint_tokens
+    return [None if v == "none" else default if v == "default" else int(v) for v in spec.split(",")]
+
+
 def run_memory(opts: argparse.Namespace, data=None) -> dict:
+    """Peak RSS per (code, mode, loss_chunk, checkpointing), each in its own fresh process, plus the
+    step time of those heaviest batches and the share of an epoch that the checkpointing rule touches."""
     import torch
+
+    from rearec.train import batch_tokens
 
     work = Path(opts.workdir)
     work.mkdir(parents=True, exist_ok=True)
     data = data or load(opts.cache_dir)
     load_before = loadavg()
     chunks = [int(c) for c in opts.chunks.split(",")]
-    jobs = []
+    checkpoints = _checkpoint_values(opts.checkpoints)
+    codes = [("now", opts.now)] + ([("before", opts.before)] if opts.before else [])
+    jobs, shares = [], {}
     for mode in [m.strip() for m in opts.modes.split(",")]:
         batches = epoch_batches(data, mode, opts.batch_size)
         heavy = heaviest(batches, mode, opts.batch_size)
         path = work / f"heavy-{mode}.pt"
         torch.save([batches[i] for i in heavy], path)
+        tokens = np.array([batch_tokens(b["batch"]) for b in batches])
+        shares[mode] = {str(c): {"batches": float((tokens > c).mean()), "tokens": float(tokens[tokens > c].sum() / tokens.sum())}
+                        for c in checkpoints if c is not None}
         del batches
         mode_chunks = chunks if (mode != "bucketed" or opts.all_chunks) else [opts.loss_chunk]
-        jobs += [(mode, c, path) for c in mode_chunks]
+        for code, code_path in codes:
+            for c in mode_chunks:
+                for ckpt in checkpoints if code == "now" else [None]:  # older code has no checkpointing
+                    jobs.append((code, code_path, mode, c, ckpt, path))
     results = []
-    for mode, chunk, path in jobs:
-        w = Worker(f"mem-{mode}-{chunk}", _self_cmd(
+    for code, code_path, mode, chunk, ckpt, path in jobs:
+        name = f"mem-{code}-{mode}-{chunk}-{ckpt}"
+        w = Worker(name, _self_cmd(
             "memworker", "--mode", mode, "--batches-file", str(path), "--cache-dir", opts.cache_dir,
-            "--threads", str(opts.threads), "--loss-chunk", str(chunk)), work / f"mem-{mode}-{chunk}.log")
+            "--threads", str(opts.threads), "--loss-chunk", str(chunk), "--rearec-path", code_path,
+            "--checkpoint-tokens", str(ckpt).lower(), "--mem-repeats", str(opts.mem_repeats)), work / f"{name}.log")
         w.proc.stdin.close()
         w.proc.stdin = None
         res = w.finish()
+        res["code"] = code
         results.append(res)
-        print(f"memory {mode:8s} loss_chunk {chunk:5d}: peak RSS {res['after']['VmHWM']:7.0f} MiB "
-              f"(before training {res['before_training']['VmRSS']:5.0f} MiB; ru_maxrss {res['after']['ru_maxrss']:.0f}); "
-              f"batches {res['shapes']} rows {res['rows']}; {res['seconds']:.0f} s", flush=True)
-    summary = {"batch_size": opts.batch_size, "results": results, "loadavg_before": load_before,
-               "loadavg_after": loadavg()}
+        per_batch = [float(np.median(s)) for s in res["batch_seconds"]]
+        print(f"memory {code:6s} {mode:8s} loss_chunk {chunk:5d} checkpoint_tokens {str(ckpt):>6s}: peak RSS "
+              f"{res['after']['VmHWM']:7.0f} MiB (before training {res['before_training']['VmRSS']:5.0f} MiB); "
+              f"batches {res['shapes']}: s/batch {', '.join(f'{x:.2f}' for x in per_batch)}; "
+              f"load {res['loadavg']}", flush=True)
+    for mode, by in shares.items():
+        for c, share in by.items():
+            print(f"{mode:8s} checkpoint_tokens {c}: {100 * share['batches']:.1f} % of an epoch's batches, "
+                  f"{100 * share['tokens']:.1f} % of its item tokens are checkpointed", flush=True)
+    summary = {"batch_size": opts.batch_size, "results": results, "epoch_share_checkpointed": shares,
+               "loadavg_before": load_before, "loadavg_after": loadavg()}
     (work / "memory.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def run_ckptcost(opts: argparse.Namespace, data=None) -> dict:
+    """Time cost of activation checkpointing, in this process (``--threads``, process CPU seconds, which
+    other load barely moves at 1 thread): per step, never vs fit()'s rule (TrainConfig.checkpoint_tokens)
+    on a stratified sample of the bucketed epoch (its cost per row matches the epoch's, so the ratio
+    estimates the epoch's), and never vs always on the epoch's widest batch; settings alternate per step."""
+    import torch
+
+    from rearec.config import TrainConfig
+
+    torch.set_num_threads(opts.threads)
+    data = data or load(opts.cache_dir)
+    rule = TrainConfig().checkpoint_tokens
+    batches = epoch_batches(data, "bucketed", opts.batch_size)
+    picks = pick_strata(batches, opts.batches, opts.batch_size)
+    widest = max(range(len(batches)), key=lambda i: batches[i]["tokens"])
+    model, method, optimizer = build_model(data)
+    step(model, method, optimizer, "bucketed", batches[picks[0]]["batch"], opts.loss_chunk)  # warm-up
+    cpu: dict[str, list[float]] = {"never": [], "rule": [], "widest never": [], "widest always": []}
+    for r in range(opts.repeats):
+        for name, setting, chosen in (("never", None, picks), ("rule", rule, picks),
+                                      ("widest never", None, [widest]), ("widest always", 1, [widest])):
+            c = time.process_time()
+            for i in chosen:
+                step(model, method, optimizer, "bucketed", batches[i]["batch"], opts.loss_chunk, setting)
+            cpu[name].append(time.process_time() - c)
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f} cpu-s" for k, v in cpu.items()) + f"; load {loadavg()}",
+              flush=True)
+    med = {k: float(np.median(v)) for k, v in cpu.items()}
+    tokens = np.array([b["tokens"] for b in batches])
+    res = {"checkpoint_tokens": rule, "picked_shapes": [batches[i]["shape"] for i in picks],
+           "widest_shape": batches[widest]["shape"], "cpu_s": cpu, "median_cpu_s": med,
+           "epoch_cost": med["rule"] / med["never"] - 1, "widest_cost": med["widest always"] / med["widest never"] - 1,
+           "epoch_share_batches": float((tokens > rule).mean()),
+           "epoch_share_tokens": float(tokens[tokens > rule].sum() / tokens.sum()), "threads": opts.threads}
+    print(f"checkpointing time cost ({opts.threads} thread(s), process CPU, median of {opts.repeats}): epoch sample "
+          f"{res['picked_shapes']} {100 * res['epoch_cost']:+.1f} %; widest batch {res['widest_shape']} "
+          f"{100 * res['widest_cost']:+.1f} %; the rule checkpoints {100 * res['epoch_share_batches']:.1f} % of the "
+          f"epoch's batches ({100 * res['epoch_share_tokens']:.1f} % of its item tokens)", flush=True)
+    Path(opts.workdir).mkdir(parents=True, exist_ok=True)
+    (Path(opts.workdir) / "ckptcost.json").write_text(json.dumps(res, indent=2))
+    return res
 
 
 def subsample(data, frac: float, seed: int, remap_items: bool = True):
@@ -670,8 +758,8 @@ def run_quality(opts: argparse.Namespace, data=None) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("part", choices=["all", "deviation", "throughput", "memory", "quality", "worker", "memworker",
-                                           "qworker"])
+    parser.add_argument("part", choices=["all", "deviation", "throughput", "memory", "ckptcost", "quality", "worker",
+                                         "memworker", "qworker"])
     parser.add_argument("--cache-dir", default=str(REPO / "data"), help="rearec.data cache folder")
     parser.add_argument("--workdir", default="/tmp/bench_training_modes", help="batches, logs and JSON results")
     parser.add_argument("--modes", default=",".join(MODES))
@@ -695,11 +783,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--extra", action="append", metavar="NAME=MODE@PATH",
                         help="throughput: an extra worker of MODE importing rearec from PATH (A/B a patch)")
     parser.add_argument("--rearec-path", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--checkpoint-tokens", type=int, help=argparse.SUPPRESS)  # memworker, patched code only
+    parser.add_argument("--checkpoints", default="none,default",
+                        help="memory: checkpoint_tokens values ('none' = off, 'default' = TrainConfig's)")
+    parser.add_argument("--before", default="",
+                        help="memory: also run each job with rearec imported from this folder (older code)")
+    parser.add_argument("--now", default="", help="memory / throughput / ckptcost: import the current rearec from "
+                                                   "this folder (a snapshot) instead of the repository")
+    parser.add_argument("--mem-repeats", type=int, default=2, help="memory: timed passes after the warm-up")
+    parser.add_argument("--checkpoint-tokens", help=argparse.SUPPRESS)  # memworker
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--batches-file", help=argparse.SUPPRESS)
     parser.add_argument("--warmup-file", help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
+    if opts.now and opts.part in ("deviation", "ckptcost"):  # in-process parts: import that snapshot
+        sys.path.insert(0, opts.now)
     if opts.part == "worker":
         return worker(opts)
     if opts.part == "memworker":
@@ -710,7 +807,7 @@ def main(argv: list[str] | None = None) -> None:
     data = load(opts.cache_dir)
     parts = ["deviation", "throughput", "memory", "quality"] if opts.part == "all" else [opts.part]
     runners = {"deviation": run_deviation, "throughput": run_throughput, "memory": run_memory,
-               "quality": run_quality}
+               "ckptcost": run_ckptcost, "quality": run_quality}
     out = {p: runners[p](opts, data) for p in parts}
     Path(opts.workdir).mkdir(parents=True, exist_ok=True)
     if "deviation" in out:

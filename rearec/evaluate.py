@@ -14,6 +14,8 @@ from .data.types import Rows
 from .metrics import item_groups, summarize, target_ranks, user_groups
 from .model import ReaRecModel
 from .objectives import inference_state
+from .signals import SignalCollector, StepSignals
+from .static import check_rows, runner_for, static_batches
 
 
 @dataclass
@@ -25,6 +27,7 @@ class Evaluation:
     history_len: np.ndarray  # (N,) untruncated history lengths
     target_popularity: np.ndarray  # (N,) training popularity of each target
     step_similarity: np.ndarray  # (K + 1, K + 1) mean cosine similarity between steps' states
+    signals: StepSignals | None = None  # per-sample signals of each depth (rearec.signals), when asked for
 
     @property
     def reasoning_steps(self) -> int:
@@ -68,8 +71,17 @@ def evaluate(
     batch_size: int = 1024,
     device: str | torch.device = "cpu",
     mask_history: bool = False,
+    signals: bool = False,
+    graphs: bool = True,
+    static: bool | None = None,
 ) -> Evaluation:
-    """Rank every item for every sample once per representation (steps 0..K and the method output)."""
+    """Rank every item for every sample once per representation (steps 0..K and the method output);
+    ``signals`` also records each depth's per-sample signals (rearec.signals) in the same pass.
+
+    ``graphs`` (TrainConfig.cuda_graphs): on CUDA, run static shapes captured once as CUDA graphs and
+    replayed (rearec/static.py); no effect on CPU. ``static`` forces static shapes on (also on CPU, where
+    they run eagerly) or off; None = on exactly when graphs run. Both give the eager path's ranks.
+    """
     if len(rows) == 0:
         raise ValueError("rows: empty evaluation split")
     was_training = model.training
@@ -77,15 +89,36 @@ def evaluate(
     K = model.K
     ranks = np.empty((len(rows), K + 2), dtype=np.int64)
     sim_sum = torch.zeros(K + 1, K + 1, dtype=torch.float64)
-    for index, history, target in eval_batches(rows, batch_size, device):
+    collector = SignalCollector(len(rows), K) if signals else None
+
+    def outputs(model: ReaRecModel, history: torch.Tensor, target: torch.Tensor):
+        """history (B, L) -> states (B, K+1, d), scores (B, K+2, N), seen (B, N) or None, ranks (B, K+2)."""
         states = model(history)  # (B, K+1, d)
         reps = torch.cat([states, inference_state(method, states)[:, None]], 1)  # (B, K+2, d)
         scores = model.scores(reps)  # (B, K+2, N)
+        seen = None
         if mask_history:  # drop items already in the history (the target too, if repeated)
             seen = torch.zeros(len(history), model.n_items + 1, dtype=torch.bool, device=history.device)
             seen = seen.scatter_(1, history, True)[:, 1:]  # (B, N); column 0 (padding) dropped
             scores.masked_fill_(seen[:, None, :], float("-inf"))
-        ranks[index] = target_ranks(scores, target - 1).cpu().numpy()
+        return states, scores, seen, target_ranks(scores, target - 1)
+
+    if static if static is not None else (graphs and torch.device(device).type == "cuda"):
+        check_rows(rows, model.n_items, model.cfg.max_len)
+        run = runner_for(model, ("evaluate", method.name, mask_history), outputs, graphs)
+        batches = static_batches(rows, batch_size, device)
+    else:
+        batches = eval_batches(rows, batch_size, device)
+
+        def run(history, target):
+            return outputs(model, history, target)
+
+    for index, history, target in batches:
+        n = len(index)  # static batches carry padding rows after the first n
+        states, scores, seen, batch_ranks = (None if t is None else t[:n] for t in run(history, target))
+        ranks[index] = batch_ranks.cpu().numpy()
+        if collector is not None:
+            collector.add(index, model, method, states, scores, target[:n], seen)
         unit = torch.nn.functional.normalize(states, dim=-1)
         sim_sum += (unit @ unit.transpose(1, 2)).sum(0).double().cpu()
     model.train(was_training)
@@ -94,6 +127,7 @@ def evaluate(
         history_len=np.asarray(rows.history_len),
         target_popularity=np.asarray(item_popularity)[rows.target],
         step_similarity=(sim_sum / len(rows)).numpy(),
+        signals=collector.result() if collector is not None else None,
     )
 
 

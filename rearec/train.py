@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .batching import train_batches
+from .cloze import cloze_loss_into, draw_masks, mask_generator
 from .config import MethodConfig, ModelConfig, TrainConfig
 from .data.types import SplitData
 from .evaluate import Evaluation, evaluate
@@ -34,6 +36,23 @@ def seed_everything(seed: int) -> None:
     # flush denormal floats to zero (x86 FTZ/DAZ): RCL's near-one-hot softmax sends ~1e-40 gradients back
     # through the reasoning layers, and every matmul touching them ran 3-10x slower (bench_training_modes)
     torch.set_flush_denormal(True)
+
+
+def batch_tokens(batch: PackedBatch | tuple[torch.Tensor, ...]) -> int:
+    """Item tokens the encoder runs for a training batch: rows x width (packed: windows x width)."""
+    return batch.items.numel() if isinstance(batch, PackedBatch) else batch[0].numel()
+
+
+@contextlib.contextmanager
+def checkpointing(model: ReaRecModel, on: bool = True) -> Iterator[None]:
+    """Activation checkpointing of the item encoder's layers inside the block (rearec/layers.py)."""
+    for layer in model.layers:
+        layer.checkpointed = on
+    try:
+        yield
+    finally:
+        for layer in model.layers:
+            layer.checkpointed = False
 
 
 @dataclass
@@ -72,20 +91,22 @@ def _noise(method: MethodConfig, shape: tuple[int, ...], like: torch.Tensor) -> 
 
 def backward_loss(
     model: ReaRecModel, method: MethodConfig, states: torch.Tensor, noisy: torch.Tensor | None,
-    target: torch.Tensor, chunk: int,
+    target: torch.Tensor, chunk: int, groups: torch.Tensor | None = None,
 ) -> float:
     """Backward of the method's loss for rows ``states`` (B, K+1, d) -> the batch loss (mean over rows).
 
     The full-vocabulary terms are computed ``chunk`` rows at a time against detached states and their
     gradients pushed back through the encoder in one call, so peak memory holds one chunk's (chunk, K+1, N)
     logits instead of the whole batch's; the result equals the unchunked loss and gradients.
-    RCL (``noisy`` (B, K, d), PRL only) needs in-batch negatives, so it runs on the whole batch.
+    RCL (``noisy`` (B, K, d), PRL only) needs in-batch negatives, so it runs on the whole batch; rows with
+    equal ``groups`` (B,) are not each other's negatives (rcl_loss). Logits use the model's scoring:
+    ``model.candidates()`` once per batch, ``model.scoring.queries`` inside vocab_loss.
     """
     B = len(target)
-    extra = rcl_loss(method, states[:, 1:], noisy) if noisy is not None else None
-    item_w = model.item_weights
+    extra = rcl_loss(method, states[:, 1:], noisy, groups) if noisy is not None else None
+    item_w, scoring = model.candidates(), model.scoring
     if B <= chunk:
-        loss = vocab_loss(method, states, item_w, target) / B
+        loss = vocab_loss(method, states, item_w, target, scoring) / B
         if extra is not None:
             loss = loss + extra
         loss.backward()
@@ -96,7 +117,7 @@ def backward_loss(
     item_d = item_w.detach().requires_grad_(True)
     total = 0.0
     for i in range(0, B, chunk):
-        part = vocab_loss(method, detached[i : i + chunk], item_d, target[i : i + chunk]) / B
+        part = vocab_loss(method, detached[i : i + chunk], item_d, target[i : i + chunk], scoring) / B
         part.backward()  # accumulates into detached.grad and item_d.grad
         total += float(part.detach())
     tensors, grads = [states, item_w], [detached.grad, item_d.grad]
@@ -110,9 +131,11 @@ def backward_loss(
 
 def train_step(
     model: ReaRecModel, method: MethodConfig, history: torch.Tensor, target: torch.Tensor,
-    epoch: int, chunk: int,
+    epoch: int, chunk: int, groups: torch.Tensor | None = None,
 ) -> float:
-    """Forward + backward of one per-row batch, history (B, L_b), target (B,); returns the batch loss."""
+    """Forward + backward of one per-row batch, history (B, L_b), target (B,); returns the batch loss.
+    ``groups`` (B,): optional RCL negative exclusion (rcl_loss); fit passes none (per-row batches keep
+    the paper's in-batch negatives), tests use it to state packed training's exactness."""
     r0, caches, key_ok = model.encode_items(history)
     states = model.reason(r0, caches, key_ok, model.K)  # (B, K+1, d)
     noisy = None
@@ -121,12 +144,31 @@ def train_step(
         if method.formulation == "released":  # the released code duplicates the batch: new dropout masks
             r0, caches, key_ok = model.encode_items(history)
         noisy = model.reason_from(r0, caches, key_ok, states, noise)  # (B, K, d)
-    return backward_loss(model, method, states, noisy, target, chunk)
+    return backward_loss(model, method, states, noisy, target, chunk, groups)
+
+
+def train_step_cloze(
+    model: ReaRecModel, method: MethodConfig, history: torch.Tensor, target: torch.Tensor,
+    epoch: int, chunk: int, mask_prob: float, mask_rng: np.random.Generator,
+) -> float:
+    """BERT4Rec's cloze step (rearec/cloze.py): ``train_step`` on a history whose items are [MASK]ed at
+    rate ``mask_prob``, plus the CE of the masked items; returns method loss + cloze loss."""
+    masked = torch.from_numpy(draw_masks(history.cpu().numpy(), mask_prob, mask_rng)).to(history.device)
+    r0, caches, key_ok, hidden = model.encode_cloze(history, masked)
+    states = model.reason(r0, caches, key_ok, model.K)  # (B, K+1, d), reasoning from the final [MASK]
+    noisy = None
+    if uses_rcl(method, epoch):
+        noise = _noise(method, (len(target), model.K, states.shape[-1]), states)
+        if method.formulation == "released":  # same token masks, new dropout masks
+            r0, caches, key_ok, _ = model.encode_cloze(history, masked)
+        noisy = model.reason_from(r0, caches, key_ok, states, noise)  # (B, K, d)
+    states, cloze = cloze_loss_into(states, hidden[masked], history[masked], model.scores, chunk)
+    return backward_loss(model, method, states, noisy, target, chunk) + cloze
 
 
 def train_step_packed(model: ReaRecModel, method: MethodConfig, batch: PackedBatch, epoch: int, chunk: int) -> float:
-    """Forward + backward of one packed batch: every prefix of every window is a row (negatives for RCL
-    are all other prefixes in the batch, including the same user's)."""
+    """Forward + backward of one packed batch: every prefix of every window is a row. RCL's negatives are
+    the other users' prefixes (rcl_negatives 'other_users'), or every other prefix in the batch ('all')."""
     r0, caches, item_mask = model.encode_packed(batch.items, batch.ends)
     grouped = model.reason_groups(r0, caches, item_mask, model.K)  # (U, P, K+1, d)
     real = batch.ends >= 0
@@ -138,7 +180,10 @@ def train_step_packed(model: ReaRecModel, method: MethodConfig, batch: PackedBat
         if method.formulation == "released":
             r0, caches, item_mask = model.encode_packed(batch.items, batch.ends)
         noisy = model.reason_groups(r0, caches, item_mask, model.K, feed=grouped, noise=noise)[:, :, 1:][real]
-    return backward_loss(model, method, states, noisy, batch.targets[real], chunk)
+    groups = None
+    if noisy is not None and method.rcl_negatives == "other_users":
+        groups = batch.users[:, None].expand(batch.ends.shape)[real]  # (N,) each row's user
+    return backward_loss(model, method, states, noisy, batch.targets[real], chunk, groups)
 
 
 def fit(
@@ -169,6 +214,8 @@ def fit(
     autocast = train_cfg.amp and device.type == "cuda"
     metric = train_cfg.selection_metric
     packed = train_cfg.training == "packed"
+    cloze = model.bidirectional and model_cfg.bert4rec_objective == "cloze"
+    mask_rng = mask_generator(train_cfg.seed) if cloze else None
     if packed:
         if model.bidirectional:
             raise ValueError("training: 'packed' needs a causal backbone; BERT4Rec's bidirectional item attention "
@@ -188,16 +235,22 @@ def fit(
         losses = []
         for batch in epoch_batches():
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            # host memory is what a CPU trial runs out of; on a GPU it would cost time for memory it has
+            wide = (device.type == "cpu" and train_cfg.checkpoint_tokens is not None
+                    and batch_tokens(batch) > train_cfg.checkpoint_tokens)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast), checkpointing(model, wide):
                 if packed:
                     losses.append(train_step_packed(model, method_cfg, batch, epoch, train_cfg.loss_chunk))
+                elif cloze:
+                    losses.append(train_step_cloze(model, method_cfg, *batch, epoch, train_cfg.loss_chunk,
+                                                   model_cfg.mask_prob, mask_rng))
                 else:
                     losses.append(train_step(model, method_cfg, *batch, epoch, train_cfg.loss_chunk))
             if train_cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
             optimizer.step()
         valid = evaluate(model, method_cfg, data.valid, popularity, train_cfg.eval_batch_size, device,
-                         train_cfg.mask_history)
+                         train_cfg.mask_history, graphs=train_cfg.cuda_graphs)
         current = valid.metrics()
         is_best = current[metric] > best_value  # strict: the first of tying epochs is kept
         if is_best:
@@ -214,8 +267,10 @@ def fit(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    valid = evaluate(model, method_cfg, data.valid, popularity, train_cfg.eval_batch_size, device, train_cfg.mask_history)
-    test = evaluate(model, method_cfg, data.test, popularity, train_cfg.eval_batch_size, device, train_cfg.mask_history)
+    valid = evaluate(model, method_cfg, data.valid, popularity, train_cfg.eval_batch_size, device, train_cfg.mask_history,
+                     signals=train_cfg.step_signals, graphs=train_cfg.cuda_graphs)
+    test = evaluate(model, method_cfg, data.test, popularity, train_cfg.eval_batch_size, device, train_cfg.mask_history,
+                    signals=train_cfg.step_signals, graphs=train_cfg.cuda_graphs)
     return FitResult(
         best_epoch=best_epoch, epochs=logs, valid=valid, test=test,
         wall_seconds=time.perf_counter() - start,
