@@ -15,7 +15,9 @@ What the database holds (one study, `bench`, shaped like the paper's grids):
   (K + 1)^2 per split, 10 epoch rows, latency rows for seed 0 of base and PRL.
 - sample_ranks (per-sample ranks, valid and test, 1,000 samples) for 10 % of the completed trials, chosen
   at random, plus every seed of one configuration per variant and K, so the per-sample tests and the
-  oracle section have data.
+  oracle section have data; step_signals (rank, entropy, top-1 probability / item / repeats, KL to the
+  previous depth per sample and depth 0..K) for the same trials, as if every one ran with `step_signals`,
+  so the adaptive-depth section and its per-sample pass have data.
 Timing: build_report once to warm up (imports, first figure), then --repeats timed runs; the median is
 reported. The report folder is rewritten each time.
 """
@@ -149,6 +151,36 @@ def rank_rows(trials: pd.DataFrame, rng) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def signal_rows(trials: pd.DataFrame, rng) -> pd.DataFrame:
+    """step_signals rows: depth-major per trial and split, like harness.artifacts.signals_frame writes them."""
+    parts = []
+    for k, group in trials.groupby("reasoning_steps"):
+        if k == 0:
+            continue  # Base has one depth: nothing to stop early
+        depths, n = k + 1, len(group)
+        shape = (n, 2, depths, N_SAMPLES)
+        same = rng.random(shape) < 0.5
+        same[:, :, 0] = False
+        item = rng.integers(1, 20_000, size=shape)
+        for d in range(1, depths):  # a repeated top-1 item is the previous depth's
+            item[:, :, d] = np.where(same[:, :, d], item[:, :, d - 1], item[:, :, d])
+        repeats = np.zeros(shape, dtype=np.uint8)
+        for d in range(1, depths):
+            repeats[:, :, d] = np.where(same[:, :, d], repeats[:, :, d - 1] + 1, 0)
+        kl = pd.array(rng.exponential(0.05, size=shape).astype(np.float32).reshape(-1), dtype="Float32")
+        kl[np.broadcast_to(np.arange(depths)[None, None, :, None] == 0, shape).reshape(-1)] = pd.NA
+        parts.append(pd.DataFrame({
+            "trial_key": np.repeat(group.trial_key.to_numpy(), 2 * depths * N_SAMPLES),
+            "split": np.tile(np.repeat(["valid", "test"], depths * N_SAMPLES), n),
+            "sample": np.tile(np.arange(N_SAMPLES, dtype=np.int32), n * 2 * depths),
+            "step": np.tile(np.repeat(np.arange(depths, dtype=np.int32), N_SAMPLES), n * 2),
+            "rank": np.minimum(rng.geometric(0.02, size=shape), 5000).astype(np.int32).reshape(-1),
+            "entropy": (5 + rng.random(shape)).astype(np.float32).reshape(-1),
+            "top1_prob": (rng.random(shape) ** 3).astype(np.float32).reshape(-1),
+            "top1_item": item.astype(np.int32).reshape(-1), "kl_prev": kl, "top1_repeats": repeats.reshape(-1)}))
+    return pd.concat(parts, ignore_index=True)
+
+
 def build_db(path: Path, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     study = parse_study(STUDY, "studies/bench.yaml")
@@ -169,7 +201,7 @@ def build_db(path: Path, seed: int = 0) -> dict:
                             "cached": np.tile([True, False], len(lat)),
                             "seconds": 5.6 + np.repeat(lat.reasoning_steps.to_numpy(), 2) * np.tile([0.06, 0.3], len(lat))
                             + 0.02 * rng.random(2 * len(lat)), "rows": 10_000})
-    metrics, ranks = metric_rows(done, rng), rank_rows(ranked, rng)
+    metrics, ranks, signals = metric_rows(done, rng), rank_rows(ranked, rng), signal_rows(ranked, rng)
     stored = trials[trials.status != "pending"].reindex(columns=TRIAL_COLUMNS)
     stored["pruned"] = False
     store = Store(path)
@@ -179,13 +211,15 @@ def build_db(path: Path, seed: int = 0) -> dict:
         con.execute("INSERT INTO studies VALUES ('bench', 'studies/bench.yaml', ?, 'grid', ?, now())",
                     [len(trials), json.dumps(STUDY)])
         for table, frame in (("trials", stored), ("study_trials", trials.assign(study="bench")[["study", "trial_key"]]),
-                             ("metrics", metrics), ("sample_ranks", ranks), ("step_similarity", sim),
+                             ("metrics", metrics), ("sample_ranks", ranks), ("step_signals", signals),
+                             ("step_similarity", sim),
                              ("epochs", epochs[["trial_key", *EPOCH_COLUMNS]]), ("latency", latency)):
             con.register("frame", frame)
             con.execute(f"INSERT INTO {table} ({', '.join(frame.columns)}) SELECT * FROM frame")
             con.unregister("frame")
     return {"trials": len(trials), "stored": len(stored), "completed": len(done), "metrics": len(metrics),
-            "sample_ranks": len(ranks), "ranked_trials": len(ranked), "step_similarity": len(sim)}
+            "sample_ranks": len(ranks), "step_signals": len(signals), "ranked_trials": len(ranked),
+            "step_similarity": len(sim)}
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """The on-disk results of one trial: what the trial function writes and the driver ingests.
 
 `<runs>/<study>/<trial_key[:12]>/` holds TensorBoard event files, `trial.json` (the resolved trial),
-`epochs.parquet`, `metrics.parquet`, `ranks.parquet`, `similarity.parquet` and, written last and
-atomically, `result.json`: its presence means the trial finished and everything else is complete.
+`epochs.parquet`, `metrics.parquet`, `ranks.parquet`, `similarity.parquet`, `signals.parquet` (only with
+`step_signals`) and, written last and atomically, `result.json`: its presence means the trial finished and everything else is complete.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pandas as pd
 from rearec.config import METRICS
 
 RESULT = "result.json"
+SIGNAL_COLUMNS = ["split", "sample", "step", "rank", "entropy", "top1_prob", "top1_item", "kl_prev", "top1_repeats"]
 EPOCH_COLUMNS = ["epoch", "train_loss", *(f"valid_{m.replace('@', '_')}" for m in METRICS), "seconds", "is_best"]
 
 
@@ -66,6 +67,25 @@ def evaluation_frames(split: str, evaluation) -> tuple[pd.DataFrame, pd.DataFram
     return metrics, rank_frame, sim_frame
 
 
+def signals_frame(split: str, evaluation) -> pd.DataFrame | None:
+    """Long frame (SIGNAL_COLUMNS) of an Evaluation's per-depth signals (rearec.signals), None without them;
+    kl_prev is NULL at depth 0. Rows are depth-major like the ranks frame."""
+    sig = evaluation.signals
+    if sig is None:
+        return None
+    n, depths = sig.rank.shape
+
+    def flat(values: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(values.T).reshape(-1)
+
+    kl = pd.array(flat(sig.kl_prev), dtype="Float32")
+    kl[:n] = pd.NA  # depth 0 has no previous depth
+    return pd.DataFrame({"split": split, "sample": np.tile(np.arange(n, dtype=np.int32), depths),
+                         "step": np.repeat(np.arange(depths, dtype=np.int32), n), "rank": flat(sig.rank),
+                         "entropy": flat(sig.entropy), "top1_prob": flat(sig.top1_prob),
+                         "top1_item": flat(sig.top1_item), "kl_prev": kl, "top1_repeats": flat(sig.top1_repeats)})
+
+
 @dataclass(frozen=True)
 class TrialOutput:
     """Everything the driver stores for a finished trial."""
@@ -75,6 +95,7 @@ class TrialOutput:
     metrics: pd.DataFrame
     ranks: pd.DataFrame
     similarity: pd.DataFrame
+    signals: pd.DataFrame | None = None  # SIGNAL_COLUMNS rows, only for trials run with step_signals
 
 
 def read_output(directory: str | Path, key: str) -> TrialOutput | None:
@@ -87,7 +108,7 @@ def read_output(directory: str | Path, key: str) -> TrialOutput | None:
     if result.get("key") != key:
         return None
     frames = {}
-    for name in ("epochs", "metrics", "ranks", "similarity"):
+    for name in ("epochs", "metrics", "ranks", "similarity", "signals"):
         path = directory / f"{name}.parquet"
         frames[name] = pd.read_parquet(path) if path.exists() else None
     if frames["epochs"] is None or frames["metrics"] is None:
@@ -96,4 +117,4 @@ def read_output(directory: str | Path, key: str) -> TrialOutput | None:
                        frames["ranks"] if frames["ranks"] is not None else pd.DataFrame(
                            columns=["split", "sample", "step", "rank"]),
                        frames["similarity"] if frames["similarity"] is not None else pd.DataFrame(
-                           columns=["split", "step_a", "step_b", "cosine"]))
+                           columns=["split", "step_a", "step_b", "cosine"]), frames["signals"])

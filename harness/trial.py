@@ -25,6 +25,7 @@ from .artifacts import (
     TrialOutput,
     epochs_frame,
     evaluation_frames,
+    signals_frame,
     trial_dir,
     write_json,
     write_parquet,
@@ -86,8 +87,12 @@ def trial_env(device: str) -> dict[str, Any]:
 
 
 def execute(spec: TrialSpec, out_dir: str | Path, cache_dir: str = "data", device: str = "cpu",
-            threads: int | None = None, report: Callable[[dict], None] | None = None) -> TrialOutput:
-    """Train and evaluate one trial, writing TensorBoard events and result files into ``out_dir``."""
+            threads: int | None = None, report: Callable[[dict], None] | None = None,
+            where: dict[str, Any] | None = None) -> TrialOutput:
+    """Train and evaluate one trial, writing TensorBoard events and result files into ``out_dir``.
+
+    ``where``: the Ray placement of this attempt (node_id, the GPU ids Ray granted); it goes into
+    `trial.json` at the start, so the driver knows where a trial ran even when its node dies mid-trial."""
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
@@ -96,11 +101,15 @@ def execute(spec: TrialSpec, out_dir: str | Path, cache_dir: str = "data", devic
     out_dir = Path(out_dir)
     _clean(out_dir)
     started = utcnow()
-    write_json(out_dir / "trial.json", {**spec.to_dict(), "started_at": started.isoformat()})
+    where = {"host": socket.gethostname(), "node_id": None, **(where or {})}
+    write_json(out_dir / "trial.json", {**spec.to_dict(), "started_at": started.isoformat(), **where})
     if threads:
         torch.set_num_threads(max(1, int(threads)))
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} requested but torch sees no CUDA device on {socket.gethostname()}")
+    on_cuda = device.startswith("cuda")
+    if on_cuda:  # per trial: a reused actor's earlier trials must not count
+        torch.cuda.reset_peak_memory_stats()
     data = _load_data(spec, cache_dir)
     metric = spec.train["selection_metric"]
     writer = SummaryWriter(log_dir=str(out_dir))
@@ -121,7 +130,7 @@ def execute(spec: TrialSpec, out_dir: str | Path, cache_dir: str = "data", devic
         if report is not None:  # an ASHA stop ends the thread inside this call (Ray raises SystemExit)
             report({"epoch": log.epoch, "train_loss": log.train_loss, "epoch_seconds": log.seconds,
                     **{f"valid/{m}": log.valid[m] for m in METRICS}, f"best_valid/{metric}": best,
-                    "trial_key": spec.key})
+                    "trial_key": spec.key, "host": where["host"], "node_id": where["node_id"]})
         return False
 
     try:
@@ -133,7 +142,8 @@ def execute(spec: TrialSpec, out_dir: str | Path, cache_dir: str = "data", devic
     finally:
         writer.close()
     latency = measure_test_latency(fitted.model, MethodConfig.from_dict(spec.method), data.test,
-                                   int(spec.train["eval_batch_size"]), device)
+                                   int(spec.train["eval_batch_size"]), device,
+                                   graphs=bool(spec.train.get("cuda_graphs", True)))
     frames = [evaluation_frames(split, ev) for split, ev in (("valid", fitted.valid), ("test", fitted.test))]
     metrics = pd.concat([f[0] for f in frames], ignore_index=True)
     ranks = pd.concat([f[1] for f in frames], ignore_index=True)
@@ -141,26 +151,38 @@ def execute(spec: TrialSpec, out_dir: str | Path, cache_dir: str = "data", devic
     epochs = epochs_frame(fitted.epochs)
     for name, frame in (("epochs", epochs), ("metrics", metrics), ("ranks", ranks), ("similarity", similarity)):
         write_parquet(out_dir / f"{name}.parquet", frame)
+    signals = [f for split, ev in (("valid", fitted.valid), ("test", fitted.test))
+               if (f := signals_frame(split, ev)) is not None]  # only with train.step_signals
+    signals = pd.concat(signals, ignore_index=True) if signals else None
+    if signals is not None:
+        write_parquet(out_dir / "signals.parquet", signals)
     result = {"key": spec.key, "best_epoch": fitted.best_epoch, "epochs": len(fitted.epochs),
               "wall_seconds": fitted.wall_seconds, "n_parameters": fitted.n_parameters, "device": device,
               "started_at": started.isoformat(), "finished_at": utcnow().isoformat(), "env": trial_env(device),
-              "pid": os.getpid(), "latency": latency}
+              "pid": os.getpid(), "latency": latency, "host": where["host"], "node_id": where["node_id"],
+              # Ray does not cap a fractional GPU's memory: this peak is what to size the fraction from
+              "peak_gpu_bytes": int(torch.cuda.max_memory_allocated()) if on_cuda else None}
+    if where.get("ray_gpu_ids") is not None:
+        result["env"]["ray_gpu_ids"] = where["ray_gpu_ids"]
     write_json(out_dir / RESULT, result)  # last: its presence marks the trial complete
-    return TrialOutput(result, epochs, metrics, ranks, similarity)
+    return TrialOutput(result, epochs, metrics, ranks, similarity, signals)
 
 
-def measure_test_latency(model, method, rows, batch_size: int, device: str, repeats: int = 3) -> list[dict]:
+def measure_test_latency(model, method, rows, batch_size: int, device: str, repeats: int = 3,
+                         graphs: bool = True) -> list[dict]:
     """Paper Table 4 for the trained model: median seconds of test-set full-ranking inference with and
-    without the KV cache (one warm-up pass first). Timings share the CPU with concurrent trials, so
-    studies meant for latency run one trial at a time (studies/latency.yaml)."""
+    without the KV cache (one warm-up pass first; on CUDA with ``graphs``, TrainConfig.cuda_graphs, the
+    replayed CUDA graphs). Timings share the CPU with concurrent trials, so studies meant for latency
+    run one trial at a time (studies/latency.yaml)."""
     import statistics
 
     from rearec.latency import time_inference
 
-    time_inference(model, method, rows, batch_size, device, cached=True)  # warm-up
+    time_inference(model, method, rows, batch_size, device, cached=True, graphs=graphs)  # warm-up
     out = []
     for cached in (True, False):
-        runs = [time_inference(model, method, rows, batch_size, device, cached=cached) for _ in range(repeats)]
+        runs = [time_inference(model, method, rows, batch_size, device, cached=cached, graphs=graphs)
+                for _ in range(repeats)]
         out.append({"split": "test", "cached": cached, "seconds": statistics.median(runs), "rows": len(rows)})
     return out
 
@@ -182,4 +204,13 @@ def run_trial(config: dict[str, Any]) -> None:
     spec = resolve(config)
     out = trial_dir(ctx["runs"], ctx["study"], spec.key)
     execute(spec, out, cache_dir=ctx["cache_dir"], device=ctx["device"], threads=ctx.get("threads"),
-            report=tune.report)
+            report=tune.report, where=ray_placement())
+
+
+def ray_placement() -> dict[str, Any]:
+    """Where Ray placed this trial: its node id and the GPU ids it granted (logical ones included; all
+    hosts of a one-machine test cluster share a hostname, so only the node id tells them apart)."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return {"node_id": context.get_node_id(), "ray_gpu_ids": list(context.get_accelerator_ids().get("GPU", []))}

@@ -16,6 +16,7 @@ from harness.errors import HarnessError
 from harness.expand import expand
 from harness.report import build_report
 from harness.report.status import expected_cells
+from harness.report.variants import full_variant, labels
 from harness.store import Store, trial_row
 from harness.study import load_study
 
@@ -95,7 +96,7 @@ def test_sensitivity_section(db, tmp_path):
     assert list(tau.value) == [0.5, 1.0] and list(alpha.value) == [2.0, 5.0]
     assert tau["mean"].tolist() == pytest.approx([0.1 + t / 10 + 5.0 / 100 for t in (0.5, 1.0)])  # alpha pinned at 5
     assert alpha["mean"].tolist() == pytest.approx([0.1 + 0.5 / 10 + a / 100 for a in (2.0, 5.0)])  # tau pinned
-    assert "| synthetic | sasrec | 0.2000 | 0.2500 | τ=1 | 1 |" in text  # one row per dataset x backbone
+    assert "| synthetic | sasrec | +PRL | 0.2000 | 0.2500 | τ=1 | 1 |" in text  # a row per dataset x backbone x variant
     assert png_size(tmp_path / "sens" / "fig6_sensitivity.png")[0] > 300
     assert "Overall performance" in text and "does not have both" in text  # no Base in this study
 
@@ -121,7 +122,10 @@ def test_expected_cells_agree_with_the_expansion():
     for name in ("overall", "steps", "ablation", "latency", "subgroups", "sensitivity", "quickstart"):
         study = load_study(ROOT / f"studies/{name}.yaml", ["datasets=[synthetic]"])
         cells = expected_cells(study).set_index(["dataset", "backbone", "variant", "reasoning_steps"])["expected"]
-        rows = pd.DataFrame([trial_row(t, "pending") for t in expand(study)])
+        trials = expand(study)
+        rows = pd.DataFrame([trial_row(t, "pending") for t in trials])
+        # each stored trial's variant as report_trials names it: the paper's name + its non-default settings
+        rows["variant"] = [full_variant(v, *labels(t.params())) for v, t in zip(rows.variant, trials, strict=True)]
         counts = rows.groupby(["dataset", "backbone", "variant", "reasoning_steps"]).size()
         assert cells.sort_index().to_dict() == counts.sort_index().to_dict(), name
 

@@ -7,7 +7,7 @@ import pandas as pd
 from . import figures
 from .context import MAX_PANELS, Context, Section, absent
 from .frames import GROUP, ordered
-from .tables import Table, fmt_mean_ci, fmt_number, fmt_pct, variant_label, write_csv
+from .tables import Table, fmt_mean_ci, fmt_number, fmt_pct, method_of, variant_label, write_csv
 
 MAIN = "ndcg@20"
 MAX_COMBOS = 6  # dataset x backbone x variant blocks shown in Markdown and figures; the CSV has all
@@ -16,7 +16,8 @@ MAX_COMBOS = 6  # dataset x backbone x variant blocks shown in Markdown and figu
 def _top(frame: pd.DataFrame, ctx: Context, keys: list[str], n: int) -> pd.DataFrame:
     """The first ``n`` key combinations in the study's order (PRL first among variants, as in the paper)."""
     combos = ordered(frame[keys].drop_duplicates(), ctx.order)
-    combos = combos.assign(_prl=(combos.variant != "prl").astype(int)).sort_values("_prl", kind="stable")
+    combos = combos.assign(_prl=(combos.variant.map(method_of) != "prl").astype(int)).sort_values("_prl",
+                                                                                                kind="stable")
     return frame.merge(combos.drop(columns="_prl").head(n), on=keys)
 
 
@@ -66,9 +67,14 @@ def oracle(ctx: Context) -> Section:
         return absent(key, title, "no per-sample ranks (sample_ranks) of a variant with reasoning steps", views)
     shares = ctx.frame("report_oracle_steps")
     best = ctx.frame("report_best_results")
-    base = best[best.variant == "base"][[*GROUP, "metric", "mean", "ci95"]].rename(
-        columns={"mean": "base_mean", "ci95": "base_ci95"})
-    data = ordered(data.merge(base, on=[*GROUP, "metric"], how="left"), ctx.order)
+    comps = ctx.frame("report_comparisons")  # each variant's Base (the one with the same settings)
+    refs = comps[comps.reference.map(method_of) == "base"][[*GROUP, "variant", "reference"]] if len(comps) \
+        else pd.DataFrame(columns=[*GROUP, "variant", "reference"])
+    base = best[best.variant.map(method_of) == "base"][[*GROUP, "variant", "metric", "mean", "ci95"]].rename(
+        columns={"variant": "reference", "mean": "base_mean", "ci95": "base_ci95"})
+    data = data.merge(refs, on=[*GROUP, "variant"], how="left").merge(base, on=[*GROUP, "reference", "metric"],
+                                                                       how="left")
+    data = ordered(data, ctx.order)
     data["output_vs_base_pct"] = 100 * (data.output_mean / data.base_mean - 1)
     data["oracle_vs_base_pct"] = 100 * (data.oracle_mean / data.base_mean - 1)
     data["oracle_vs_output_pct"] = 100 * (data.oracle_mean / data.output_mean - 1)
@@ -97,7 +103,8 @@ def oracle(ctx: Context) -> Section:
         write_csv(ordered(shares, ctx.order), shares_path)
         table.notes.append(f"Best-step shares per dataset, backbone and method: [`{shares_path.name}`]"
                            f"({shares_path.name}).")
-    priority = main.assign(_p=main.variant.map({"prl": 0, "erl": 1}).fillna(2)).sort_values("_p", kind="stable")
+    priority = main.assign(_p=main.variant.map(method_of).map({"prl": 0, "erl": 1}).fillna(2)).sort_values(
+        "_p", kind="stable")
     fig = priority.drop(columns="_p").head(MAX_PANELS)
     fig = fig.assign(label=[f"{d}\n{b}\n{variant_label(v)}" for d, b, v in
                             zip(fig.dataset, fig.backbone, fig.variant, strict=True)])
@@ -152,7 +159,7 @@ def latency(ctx: Context) -> Section:
     label = {k: "Base" if k == 0 else f"Step-{k}" for k in ks}
     for (dataset, backbone, cached), part in data.groupby([*GROUP, "cached"], sort=False):
         base = part[part.reasoning_steps == 0]
-        for v in [x for x in part.variant.unique() if x != "base"] or ["base"]:
+        for v in [x for x in part.variant.unique() if method_of(x) != "base"] or list(base.variant.unique()[:1]):
             line = pd.concat([base, part[part.variant == v]]).drop_duplicates("reasoning_steps")
             line = dict(zip(line.reasoning_steps, line.to_dict("records"), strict=True))
             head = {"Dataset": dataset, "Backbone": backbone, "Method": variant_label(v),

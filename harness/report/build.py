@@ -16,14 +16,14 @@ from ..datasets import parse_datasets
 from ..errors import HarnessError
 from ..keys import PROTOCOL
 from ..store import RunLock, Store
-from . import analyses, sections
+from . import adaptive, analyses, sections, verdicts
 from .context import Context, Section
 from .status import cell_status, describe_cell, expected_cells, first_line, parse_definition
 from .tables import table_markdown, to_markdown, variant_label, write_csv, write_table
 from .views import create_views, describe, snapshot_study
 
-SECTIONS = (sections.overall, sections.steps, sections.sensitivity, sections.ablation, analyses.subgroups,
-            analyses.oracle, analyses.similarity, analyses.latency)
+SECTIONS = (verdicts.claims, sections.overall, sections.steps, sections.sensitivity, sections.ablation,
+            analyses.subgroups, analyses.oracle, analyses.similarity, analyses.latency, adaptive.adaptive)
 GENERATED = ("*.png", "*.csv", "*.tex", "README.md")
 MAX_LISTED = 40  # trials not completed, listed in the README (the CSV has all)
 
@@ -156,7 +156,7 @@ def build_report(db_path: str | Path, study: str, out_dir: str | Path = "reports
         con.execute("SET enable_progress_bar = false")  # the CLI prints one line, not DuckDB's progress bars
         created = create_views(con)
         info = _study_row(con, db, study)
-        snapshot_study(con, study)
+        snapshot_study(con, study, created)
         definition = json.loads(info["definition"]) if info["definition"] else {}
         parsed, why = parse_definition(definition, info["file"] or f"{study}.yaml")
         present = con.execute("SELECT status, dataset, backbone, variant, reasoning_steps, error, finished_at "

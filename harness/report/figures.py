@@ -10,12 +10,21 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .tables import missing, variant_label, variant_rank
+from .tables import method_of, missing, variant_label, variant_rank
 
 COLORS = {"base": "#7f7f7f", "naive": "#9467bd", "rpe": "#1f77b4", "erl": "#ff7f0e", "prl": "#2ca02c",
           "erl w/o KL": "#ffbb78", "prl w/o RCL": "#98df8a"}
 SYMBOLS = {"tau": "τ", "alpha": "α", "kl_lambda": "λ", "gamma": "γ", "reasoning_steps": "K"}
 DPI = 100
+
+
+def color(variant: str) -> str:
+    """The paper's colour of a variant's method (settings that set a row apart show as line style / hatch)."""
+    return COLORS.get(method_of(variant), "k")
+
+
+def line_style(variant: str) -> str:
+    return "-" if method_of(variant) == variant else ":"
 
 
 def _panels(n: int, ncols: int, size: tuple[float, float] = (3.6, 2.8)) -> tuple[Figure, list]:
@@ -60,12 +69,13 @@ def steps_figure(steps: pd.DataFrame, path: Path, metric_label: str = "NDCG@20")
         variants = sorted(part.variant.unique(), key=variant_rank)
         for i, v in enumerate(variants):
             line = part[part.variant == v].sort_values("reasoning_steps")
-            if v == "base" or (line.reasoning_steps == 0).all():
-                ax.axhline(line["mean"].iloc[0], color=COLORS.get(v, "k"), ls="--", lw=1.2, label=variant_label(v))
+            if method_of(v) == "base" or (line.reasoning_steps == 0).all():
+                ax.axhline(line["mean"].iloc[0], color=color(v), ls="--" if method_of(v) == v else ":", lw=1.2,
+                           label=variant_label(v))
                 continue
             dodge = 0.06 * (i - (len(variants) - 1) / 2)  # error bars side by side, not on top of each other
             ax.errorbar(line.reasoning_steps + dodge, line["mean"], yerr=_err(line.ci95), marker="o", ms=4,
-                        capsize=2, color=COLORS.get(v), label=variant_label(v))
+                        capsize=2, color=color(v), ls=line_style(v), label=variant_label(v))
         ax.set_xticks(ks or [0])
         ax.set_title(f"{dataset} / {backbone}", fontsize=9)
         ax.set_xlabel("reasoning steps K", fontsize=8)
@@ -88,7 +98,7 @@ def sensitivity_figure(points: pd.DataFrame, path: Path, metric_label: str = "ND
             line = part[part.variant == v].sort_values("value")
             x = np.arange(len(line))  # categorical axis: the paper's grids are not evenly spaced
             ax.errorbar(x, line["mean"], yerr=_err(line.ci95), marker="o", ms=4, capsize=3,
-                        color=COLORS.get(v), label=variant_label(v))
+                        color=color(v), ls=line_style(v), label=variant_label(v))
             ax.set_xticks(x, [f"{val:g}" for val in line.value], fontsize=7)
         ax.set_title(f"{variant_label(part.variant.iloc[0])} {SYMBOLS.get(param, param)} — {dataset} / {backbone}",
                      fontsize=9)
@@ -107,10 +117,11 @@ def bars_figure(frame: pd.DataFrame, series: list[tuple[str, str, str | None, st
     fig, (ax,) = _panels(1, 1, size=(max(5.5, 0.5 * n * len(series) + 2.5), 3.4))
     width = 0.8 / len(series)
     x = np.arange(n)
-    for i, (col, legend, ci, color) in enumerate(series):
+    for i, (col, legend, ci, colour) in enumerate(series):
         values = frame[col].astype(float).to_numpy()
         ax.bar(x + (i - (len(series) - 1) / 2) * width, np.nan_to_num(values), width,
-               yerr=_err(frame[ci]) if ci else None, capsize=2, color=color, label=legend)
+               yerr=_err(frame[ci]) if ci else None, capsize=2, color=colour, label=legend,
+               hatch=None if method_of(legend) == legend or " [" not in legend else "//")
     ax.set_xticks(x, frame["label"], fontsize=7)
     fig.subplots_adjust(bottom=0.24)
     ax.set_ylabel(ylabel, fontsize=8)
@@ -173,4 +184,43 @@ def similarity_figure(frame: pd.DataFrame, path: Path) -> Path:
         ax.set_title(f"{variant_label(v)} — {dataset} / {backbone}", fontsize=8)
     fig.colorbar(image, ax=axes, fraction=0.03, pad=0.02).ax.tick_params(labelsize=6)  # one shared scale
     fig.suptitle("Cosine similarity between reasoning steps' hidden states (test)", fontsize=10)
+    return _save(fig, path)
+
+
+RULE_STYLE = {"confidence": ("#1f77b4", "o"), "convergence": ("#d62728", "s"), "agreement": ("#9467bd", "^")}
+
+
+def adaptive_figure(curves: pd.DataFrame, chosen: pd.DataFrame, path: Path, metric_label: str = "NDCG@20") -> Path:
+    """Accuracy against mean depth, one panel per dataset x backbone x variant: fixed depths (black line),
+    each stopping rule over its threshold grid (thin line; the validation-chosen threshold as a large
+    marker) and the per-sample oracle (star), all on test.
+
+    ``curves``: dataset, backbone, variant, rule, position, depth, mean (test, every grid point);
+    ``chosen``: dataset, backbone, variant, rule, depth, mean (test, the table's rows)."""
+    combos = list(curves[["dataset", "backbone", "variant"]].drop_duplicates().itertuples(index=False))
+    fig, axes = _panels(len(combos), 3, size=(3.8, 3.0))
+    for ax, (dataset, backbone, v) in zip(axes, combos, strict=True):
+        part = curves[(curves.dataset == dataset) & (curves.backbone == backbone) & (curves.variant == v)]
+        mine = chosen[(chosen.dataset == dataset) & (chosen.backbone == backbone) & (chosen.variant == v)]
+        fixed = part[part.rule == "fixed"].sort_values("depth")
+        ax.plot(fixed.depth, fixed["mean"], color="k", marker=".", lw=1.2, label="fixed depth")
+        for rule, (colour, marker) in RULE_STYLE.items():
+            line = part[part.rule == rule].sort_values("position")
+            if len(line):
+                ax.plot(line.depth, line["mean"], color=colour, lw=0.7, alpha=0.6)
+            pick = mine[mine.rule == rule]
+            if len(pick):
+                ax.plot(pick.depth, pick["mean"], color=colour, marker=marker, ms=7, ls="none", label=rule)
+        oracle = mine[mine.rule == "oracle"]
+        if len(oracle):
+            ax.plot(oracle.depth, oracle["mean"], color="#2ca02c", marker="*", ms=10, ls="none", label="oracle")
+        ax.set_title(f"{variant_label(v)} — {dataset} / {backbone}", fontsize=8)
+        ax.set_xlabel("mean reasoning depth (steps)", fontsize=8)
+        ax.set_ylabel(f"test {metric_label}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.subplots_adjust(bottom=0.3 if len(axes) <= 3 else 0.14, top=0.8 if len(axes) <= 3 else 0.9)  # legend below
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7, frameon=False)
+    fig.suptitle(f"Adaptive depth: test {metric_label} against mean depth\nthin lines: every threshold · "
+                 "markers: the threshold chosen on validation · star: per-sample oracle", fontsize=9)
     return _save(fig, path)

@@ -15,7 +15,7 @@ from . import figures
 from .context import MAX_PANELS, Context, Section, absent
 from .frames import GROUP, comparison_table, ordered, tests_with_p
 from .status import _method_dict, describe_cell
-from .tables import SHORT, Table, fmt_mean_ci, variant_label, variant_rank
+from .tables import SHORT, Table, fmt_mean_ci, method_of, variant_label, variant_rank
 
 MAIN = "ndcg@20"
 
@@ -47,31 +47,54 @@ def _comparison(ctx: Context, name: str, title: str, blocks, references: list[st
     return table
 
 
+def reference_blocks(ctx: Context, pairs: dict[str, tuple[str, ...]]) -> list[tuple[str, list[str]]]:
+    """(reference, [variants compared with it]) for references whose paper variant is a key of ``pairs``
+    (compared with the paper variants it lists; () = every other one). Completed comparisons come from
+    report_comparisons; planned cells without results join the reference of the same kind with the same
+    settings (else the first), so they show as pending. A reference with settings is its own block."""
+    comps = ctx.frame("report_comparisons")
+    comps = comps[comps.reference.map(method_of).isin(list(pairs))] if len(comps) else comps
+    blocks: dict[str, set[str]] = {}
+    for ref, v in zip(comps.reference, comps.variant, strict=True):
+        blocks.setdefault(ref, set()).add(v)
+    cells = ctx.variant_cells
+    planned = sorted(set(cells.variant), key=lambda v: (variant_rank(v), v)) if len(cells) else []
+    for kind, compared in pairs.items():
+        refs = [r for r in dict.fromkeys([*blocks, *planned]) if method_of(r) == kind]
+        for v in planned:
+            m = method_of(v)
+            if m == kind or (compared and m not in compared) or (not compared and m in pairs):
+                continue
+            if not refs or any(v in vs for r, vs in blocks.items() if method_of(r) == kind):
+                continue
+            same = [r for r in refs if r.partition(" [")[2] == v.partition(" [")[2]]
+            blocks.setdefault((same or refs)[0], set()).add(v)
+    return [(ref, sorted(vs, key=lambda v: (variant_rank(v), v)))
+            for ref, vs in sorted(blocks.items(), key=lambda kv: (variant_rank(kv[0]), kv[0]))]
+
+
 def overall(ctx: Context) -> Section:
     key, title = "overall", "Overall performance (Tables 2-3)"
-    views = ["report_best_results", "report_improvements", "report_seed_tests", "report_sample_tests"]
+    views = ["report_best_results", "report_improvements", "report_seed_tests", "report_sample_tests",
+             "report_comparisons"]
     cells = ctx.variant_cells
-    variants = set(cells.variant) if len(cells) else set()
-    others = sorted((v for v in variants if v != "base"), key=variant_rank)
-    if "base" not in variants or not others:
+    blocks = reference_blocks(ctx, {"base": ()})
+    if not blocks or not any(vs for _, vs in blocks):
         return absent(key, title, "the overall table compares Base with reasoning variants; this study does not "
                       "have both", views)
     backbones = list(dict.fromkeys(cells.backbone))
     kinds = [("table2_overall_id", "Table 2: ID-based backbones", [b for b in backbones if b not in TEXT_BACKBONES]),
              ("table3_overall_text", "Table 3: text-based backbones", [b for b in backbones if b in TEXT_BACKBONES])]
     tables = [t for name, label, bbs in kinds if bbs
-              if (t := _comparison(ctx, name, f"{label}: Base and reasoning variants (test)", [("base", others)],
-                                   ["base"], bbs)) is not None]
+              if (t := _comparison(ctx, name, f"{label}: Base and reasoning variants (test)", blocks,
+                                   [ref for ref, _ in blocks], bbs)) is not None]
     return Section(key, title, True, [], tables, views=views)
 
 
 def ablation(ctx: Context) -> Section:
     key, title = "ablation", "Ablation (Fig. 7): ERL vs ERL w/o KL, PRL vs PRL w/o RCL"
     views = ["report_best_results", "report_improvements", "report_seed_tests", "report_sample_tests"]
-    cells = ctx.variant_cells
-    variants = set(cells.variant) if len(cells) else set()
-    blocks = [(ref, [full]) for ref, full in (("erl w/o KL", "erl"), ("prl w/o RCL", "prl"))
-              if ref in variants and full in variants]
+    blocks = reference_blocks(ctx, {"erl w/o KL": ("erl",), "prl w/o RCL": ("prl",)})
     if not blocks:
         return absent(key, title, "no full method together with its ablation (erl with kl_lambda 0, prl with "
                       "rcl false)", views)
@@ -92,7 +115,7 @@ def ablation(ctx: Context) -> Section:
             for v in [ref, *fulls]:
                 frame[v] = wide["mean"][v].to_numpy() if v in wide["mean"] else math.nan
                 frame[f"{v} ci"] = wide["ci95"][v].to_numpy() if v in wide["ci95"] else math.nan
-                series.append((v, variant_label(v), f"{v} ci", figures.COLORS.get(v, "k")))
+                series.append((v, variant_label(v), f"{v} ci", figures.color(v)))
         frame = frame.head(MAX_PANELS)
         ctx.figure(figures.bars_figure, frame, series, ctx.out / "fig7_ablation.png",
                    "Ablation: test NDCG@20 (± 95 % CI)")
@@ -103,7 +126,7 @@ def ablation(ctx: Context) -> Section:
 def steps(ctx: Context) -> Section:
     key, title = "steps", "Reasoning steps (Fig. 5): NDCG@20 against K"
     frame = ctx.frame("report_steps")
-    nonbase = frame[frame.variant != "base"]
+    nonbase = frame[frame.variant.map(method_of) != "base"]
     if nonbase.empty or nonbase.groupby([*GROUP, "variant"]).reasoning_steps.nunique().max() < 2:
         return absent(key, title, "needs a reasoning variant trained at two or more values of K", ["report_steps"])
     main = ordered(frame[frame.metric == MAIN], ctx.order)
@@ -184,7 +207,9 @@ def sensitivity(ctx: Context) -> Section:
             if cid not in test.index or cid not in valid.index or value not in panel["values"]:
                 continue
             t = test.loc[cid]
-            rows.append({"parameter": panel["parameter"], "variant": panel["variant"], "dataset": p.get("dataset"),
+            if method_of(t["variant"]) != panel["variant"]:
+                continue
+            rows.append({"parameter": panel["parameter"], "variant": t["variant"], "dataset": p.get("dataset"),
                          "backbone": p.get("backbone"), "value": value, "config_id": cid, "valid_score": valid[cid],
                          "n": t["n"], "mean": t["mean"], "ci95": t["ci95"]})
     if not rows:
@@ -193,8 +218,9 @@ def sensitivity(ctx: Context) -> Section:
     best = points.sort_values(["valid_score", "config_id"], ascending=[False, True]).drop_duplicates(
         ["parameter", "variant", "dataset", "backbone", "value"])  # a grid under a sensitivity value: best on valid
     best = ordered(best.sort_values("value", kind="stable"), ctx.order)  # datasets, backbones; values ascending
-    tables = [_sensitivity_table(ctx, panel, best[(best.parameter == panel["parameter"])
-                                                  & (best.variant == panel["variant"])]) for panel in panels]
+    tables = [_sensitivity_table(ctx, panel, part) for panel in panels
+              if len(part := best[(best.parameter == panel["parameter"])
+                                  & (best.variant.map(method_of) == panel["variant"])])]
     names: dict[str, int] = {}
     for table in tables:  # two blocks varying the same parameter of the same method: distinct files
         names[table.name] = names.get(table.name, 0) + 1
@@ -213,9 +239,9 @@ def _sensitivity_table(ctx: Context, panel: dict, points: pd.DataFrame) -> Table
     pinned = ", ".join(f"{figures.SYMBOLS.get(k, k)}={v:g}" for k, v in panel["pinned"].items()
                        if k in ("reasoning_steps", "kl_lambda", "tau", "alpha", "gamma"))
     rows = []
-    for (dataset, backbone), part in points.groupby(GROUP, sort=False):
+    for (dataset, backbone, name), part in points.groupby([*GROUP, "variant"], sort=False):
         by_value = {v: r for v, r in zip(part.value, part.to_dict("records"), strict=True)}
-        row = {"Dataset": dataset, "Backbone": backbone}
+        row = {"Dataset": dataset, "Backbone": backbone, "Method": variant_label(name)}
         for value in panel["values"]:
             r = by_value.get(value)
             row[f"{symbol}={value:g}"] = fmt_mean_ci(r["mean"], r["ci95"]) if r else "not completed"

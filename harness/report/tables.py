@@ -47,12 +47,20 @@ def fmt_pct(x, marks: str = "", arrow: bool = True) -> str:
     return f"{sign}{abs(x) if arrow else x:.2f}%{marks}"
 
 
+def method_of(variant: str) -> str:
+    """The paper's variant of a report variant: 'erl [formulation=released]' -> 'erl'."""
+    return str(variant).partition(" [")[0]
+
+
 def variant_label(variant: str) -> str:
-    return VARIANT_LABELS.get(variant, variant)
+    """'+ERL', or '+ERL [formulation=released]' when settings set the row apart from the defaults."""
+    base, sep, rest = str(variant).partition(" [")
+    return VARIANT_LABELS.get(base, base) + (f" [{rest}" if sep else "")
 
 
 def variant_rank(variant: str) -> int:
-    return VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER)
+    base = method_of(variant)
+    return VARIANT_ORDER.index(base) if base in VARIANT_ORDER else len(VARIANT_ORDER)
 
 
 def config_label(row, with_k: bool = True) -> str:
@@ -114,7 +122,7 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
     for col in [c for c in frame.columns if frame[c].dtype == "object"]:
         values = frame[col].dropna()
         if len(values) and not isinstance(values.iloc[0], str):  # DuckDB lists arrive as arrays
-            frame[col] = frame[col].map(lambda v: v if v is None or isinstance(v, str) else
+            frame[col] = frame[col].map(lambda v: None if missing(v) else v if isinstance(v, str) else
                                         "[" + ", ".join(str(x) for x in v) + "]")
     try:
         csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), str(path))

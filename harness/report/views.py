@@ -4,7 +4,10 @@ Every number in a report comes from these views, so `harness sql "SELECT * FROM 
 study = 'overall'"` shows what the report shows. Conventions: `step IS NULL` is the method's own output
 (mean-pooled states for ERL, the last step otherwise), steps 0..K are the individual reasoning steps;
 `user_group = 'all'` is the whole split. A "configuration" (`config_id`) is a trial's resolved settings
-without the seed, so the trials of one configuration are its seeds. Selection uses the study's
+without the seed (and without file locations, speed-only settings and settings at their legacy value:
+harness/report/variants.py), so the trials of one configuration are its seeds. `variant` names the paper's
+variant plus every setting that sets it apart from the defaults (`erl [formulation=released]`);
+`method_variant` is the paper's name alone. Selection uses the study's
 `selection.metric` on the validation split only: no view that chooses a configuration reads test rows.
 """
 
@@ -14,6 +17,11 @@ import hashlib
 from collections.abc import Iterable
 
 from rearec.config import METRICS
+
+from .adaptive_fast import seeds_frame
+from .adaptive_views import ADAPTIVE_NEEDS, ADAPTIVE_VIEWS
+from .claims import CLAIM_NEEDS, CLAIM_VIEWS
+from .variants import config_params_sql, extract_sql, label_sql, settings_sql
 
 METRIC_LIST = ", ".join(f"'{m}'" for m in METRICS)
 
@@ -72,22 +80,29 @@ _VARIANT = "study, dataset, backbone, variant"
 VIEWS: dict[str, tuple[str, str]] = {
     "report_trials": ("every trial linked to a study, with status 'pending' for planned trials not started yet, "
                       "config_id (the settings without the seed) and usable (completed and not stopped early by "
-                      "ASHA: the trials every other view reads)", """
+                      "ASHA: the trials every other view reads)", f"""
         SELECT st.study, st.trial_key, coalesce(t.status, 'pending') AS status, t.dataset, t.backbone, t.method,
-               t.variant, t.reasoning_steps, t.kl_lambda, t.tau, t.alpha, t.gamma, t.seed, t.error, t.pruned,
+               t.variant || CASE WHEN t.settings <> '' THEN ' [' || t.settings || ']' ELSE '' END AS variant,
+               t.reasoning_steps, t.kl_lambda, t.tau, t.alpha, t.gamma, t.seed, t.error, t.pruned,
                t.status = 'completed' AND NOT coalesce(t.pruned, FALSE) AS usable, t.finished_at, t.dataset_hash,
-               md5(CAST(json_merge_patch(t.params, '{"seed": null}') AS VARCHAR)) AS config_id
-        FROM study_trials st LEFT JOIN trials t USING (trial_key)"""),
+               md5(CAST({config_params_sql("t.params")} AS VARCHAR)) AS config_id,
+               t.variant AS method_variant, t.method_setting, t.model_setting
+        FROM study_trials st LEFT JOIN (
+            SELECT *, concat_ws(', ', nullif(method_setting, ''), nullif(model_setting, '')) AS settings FROM (
+                SELECT *, {label_sql("method")} AS method_setting, {label_sql("model")} AS model_setting
+                FROM (SELECT *, {settings_sql()} FROM (SELECT *, {extract_sql()} FROM trials)))) t
+             USING (trial_key)"""),
     "report_metrics": ("metric rows of the usable trials of each study, with the trial's identity", """
         SELECT r.study, r.trial_key, r.config_id, r.dataset, r.backbone, r.variant, r.reasoning_steps, r.kl_lambda,
-               r.tau, r.alpha, r.gamma, r.seed, r.dataset_hash, m.split, m.step, m.user_group, m.metric, m.value
+               r.tau, r.alpha, r.gamma, r.seed, r.dataset_hash, m.split, m.step, m.user_group, m.metric, m.value,
+               r.method_variant, r.method_setting, r.model_setting
         FROM report_trials r JOIN metrics m USING (trial_key) WHERE r.usable"""),
     "report_configs": ("per configuration, split and metric of the method's output on all users: seeds n, mean, "
                        "sd and the 95 % t confidence half-width ci95", """
         SELECT *, report_ci95(sd, n) AS ci95 FROM (
             SELECT study, dataset, backbone, variant, reasoning_steps, config_id, kl_lambda, tau, alpha, gamma,
                    split, metric, count(*) AS n, avg(value) AS mean, stddev_samp(value) AS sd,
-                   list(seed ORDER BY seed) AS seeds
+                   list(seed ORDER BY seed) AS seeds, method_variant, method_setting, model_setting
             FROM report_metrics WHERE step IS NULL AND user_group = 'all'
             GROUP BY ALL)"""),
     "report_selection_metric": ("each study's selection metric (validation)", """
@@ -97,7 +112,8 @@ VIEWS: dict[str, tuple[str, str]] = {
     "report_scores": ("every configuration's validation score on the study's selection metric (the only input "
                       "of model selection; test never enters)", """
         SELECT c.study, c.dataset, c.backbone, c.variant, c.reasoning_steps, c.config_id, c.kl_lambda, c.tau,
-               c.alpha, c.gamma, c.metric AS selection_metric, c.mean AS valid_score, c.n AS n_seeds
+               c.alpha, c.gamma, c.metric AS selection_metric, c.mean AS valid_score, c.n AS n_seeds,
+               c.method_variant, c.method_setting, c.model_setting
         FROM report_configs c JOIN report_selection_metric s ON s.study = c.study AND s.metric = c.metric
         WHERE c.split = 'valid'"""),
     "report_best": ("the configuration chosen on validation per study, dataset, backbone and variant (any K)",
@@ -112,12 +128,17 @@ VIEWS: dict[str, tuple[str, str]] = {
         SELECT b.study, b.dataset, b.backbone, b.variant, b.reasoning_steps, b.config_id, b.valid_score,
                b.n_candidates, c.metric, c.n, c.mean, c.sd, c.ci95
         FROM report_best_by_k b JOIN report_configs c USING (study, config_id) WHERE c.split = 'test'"""),
-    "report_comparisons": ("which variant is compared with which: every variant with base, the full ERL / PRL "
-                           "with their ablations", """
-        SELECT DISTINCT b.study, b.dataset, b.backbone, b.variant, r.variant AS reference
+    "report_comparisons": ("which variant is compared with which: every variant with a Base, the full ERL / PRL "
+                           "with their ablations; among references of the same kind, the one with the same "
+                           "model settings (training, scoring, ...) and then the same method settings wins", """
+        SELECT b.study, b.dataset, b.backbone, b.variant, r.variant AS reference
         FROM report_best b JOIN report_best r USING (study, dataset, backbone)
-        WHERE (r.variant = 'base' AND b.variant <> 'base')
-           OR (b.variant, r.variant) IN (('erl', 'erl w/o KL'), ('prl', 'prl w/o RCL'))"""),
+        WHERE (r.method_variant = 'base' AND b.method_variant <> 'base')
+           OR (b.method_variant, r.method_variant) IN (('erl', 'erl w/o KL'), ('prl', 'prl w/o RCL'))
+        QUALIFY row_number() OVER (
+            PARTITION BY b.study, b.dataset, b.backbone, b.variant, r.method_variant
+            ORDER BY (r.model_setting = b.model_setting) DESC, (r.method_setting = b.method_setting) DESC,
+                     r.model_setting = '' DESC, r.method_setting = '' DESC, r.variant) = 1"""),
     "report_improvements": ("test metric of a variant against its reference, relative improvement in % and the "
                             "average improvement over the four metrics (Tables 2-3's Avg.)", f"""
         SELECT *, avg(improvement_pct) FILTER (WHERE metric IN ({METRIC_LIST}))
@@ -155,7 +176,8 @@ VIEWS: dict[str, tuple[str, str]] = {
                             "(each averaged over the seeds both sides have), n_samples, mean_diff, sd_diff", f"""
         WITH sides AS (  -- one integer id per comparison: the heavy joins and groupings below use integers
             SELECT c.study, c.dataset, c.backbone, c.variant, c.reference, bv.config_id AS config_a,
-                   br.config_id AS config_b, row_number() OVER () AS c
+                   br.config_id AS config_b,
+                   row_number() OVER (ORDER BY c.study, c.dataset, c.backbone, c.variant, c.reference) AS c
             FROM report_comparisons c
             JOIN report_best bv ON bv.study = c.study AND bv.dataset = c.dataset AND bv.backbone = c.backbone
                  AND bv.variant = c.variant
@@ -167,7 +189,7 @@ VIEWS: dict[str, tuple[str, str]] = {
             JOIN report_trials a ON a.study = s.study AND a.config_id = s.config_a AND a.usable
             JOIN report_trials b ON b.study = s.study AND b.config_id = s.config_b AND b.usable AND b.seed = a.seed
                  AND b.dataset_hash IS NOT DISTINCT FROM a.dataset_hash),
-        keys AS (SELECT key, row_number() OVER () AS t FROM (SELECT key_a AS key FROM trial_pairs UNION
+        keys AS (SELECT key, row_number() OVER (ORDER BY key) AS t FROM (SELECT key_a AS key FROM trial_pairs UNION
                                                              SELECT key_b FROM trial_pairs)),
         ranks AS MATERIALIZED (  -- one scan of sample_ranks: the output's test ranks of these trials
             SELECT k.t, r.sample, r.rank FROM sample_ranks r JOIN keys k ON k.key = r.trial_key
@@ -197,7 +219,7 @@ VIEWS: dict[str, tuple[str, str]] = {
                       "best step 0..K, for the configurations in report_best (Fig. 2)", f"""
         WITH best AS (  -- one integer id per trial: the per-sample grouping below uses integers
             SELECT b.study, b.dataset, b.backbone, b.variant, b.reasoning_steps, r.seed, r.trial_key,
-                   row_number() OVER () AS t
+                   row_number() OVER (ORDER BY r.trial_key) AS t
             FROM report_best b
             JOIN report_trials r ON r.study = b.study AND r.config_id = b.config_id AND r.usable),
         per_sample AS (
@@ -222,7 +244,7 @@ VIEWS: dict[str, tuple[str, str]] = {
                             "seeds, for the configurations in report_best", """
         WITH best AS (
             SELECT b.study, b.dataset, b.backbone, b.variant, b.reasoning_steps, r.trial_key,
-                   row_number() OVER () AS t
+                   row_number() OVER (ORDER BY r.trial_key) AS t
             FROM report_best b
             JOIN report_trials r ON r.study = b.study AND r.config_id = b.config_id AND r.usable),
         per_sample AS (
@@ -255,8 +277,10 @@ VIEWS: dict[str, tuple[str, str]] = {
         FROM per p LEFT JOIN base b ON b.study = p.study AND b.dataset = p.dataset AND b.backbone = p.backbone
              AND b.split = p.split AND b.cached = p.cached"""),
 }
+VIEWS.update(ADAPTIVE_VIEWS)  # stopping rules over the stored step signals (harness/report/adaptive_views.py)
+VIEWS.update(CLAIM_VIEWS)  # the paper's claims, one verdict each (harness/report/claims.py)
 # Views over tables that a database may not have yet (created only when the table exists).
-NEEDS_TABLE = {"report_latency": "latency"}
+NEEDS_TABLE = {"report_latency": "latency", **ADAPTIVE_NEEDS, **CLAIM_NEEDS}
 
 
 def _tables(con) -> set[str]:
@@ -298,20 +322,35 @@ def create_views(con, temporary: bool = False) -> list[str]:
 # The report's own connection snapshots the study's rows of the views every section reads into temporary
 # tables of the same names (DuckDB resolves temporary objects first, inside views too), so they are computed
 # once per report instead of once per query. Each holds exactly the view's rows for the study; `metrics` is
-# cut to the trials of the chosen configurations, which is all that the views read after report_configs.
+# cut to the trials of the chosen configurations, which is all that the views read after report_configs (the
+# claims read every trial's test values from report_test_values, snapshot before the cut).
 SNAPSHOT = (
     ("report_trials", "SELECT * FROM main.report_trials WHERE study = $study"),
     ("report_configs", "SELECT * FROM main.report_configs WHERE study = $study"),
     ("report_best", "SELECT * FROM main.report_best WHERE study = $study"),
     ("report_best_by_k", "SELECT * FROM main.report_best_by_k WHERE study = $study"),
+    ("report_test_values", "SELECT * FROM main.report_test_values WHERE study = $study"),  # before the cut
     ("metrics", """SELECT m.* FROM main.metrics m WHERE m.trial_key IN (
         SELECT r.trial_key FROM report_trials r JOIN report_best b USING (study, config_id))"""),
+    # the per-sample pass over step_signals, once: the adaptive section reads it four ways (the rows come
+    # from harness/report/adaptive_fast.py, the same rows as the view, tested)
+    ("report_adaptive_seeds", "SELECT * FROM main.report_adaptive_seeds WHERE study = $study"),
 )
+FAST = {"report_adaptive_seeds": seeds_frame}  # snapshot tables built in Python instead of by their SELECT
 
 
-def snapshot_study(con, study: str) -> None:
-    """Materialise SNAPSHOT for one study in this connection only (other connections see the views)."""
+def snapshot_study(con, study: str, views: Iterable[str] | None = None) -> None:
+    """Materialise SNAPSHOT for one study in this connection only (other connections see the views);
+    ``views``: the views this database has (a view it lacks is not snapshot)."""
+    have = set(views) if views is not None else None
     for name, select in SNAPSHOT:
+        if have is not None and name.startswith("report_") and name not in have:
+            continue
+        if name in FAST:
+            con.register("snapshot_rows", FAST[name](con))
+            con.execute(f"CREATE OR REPLACE TEMPORARY TABLE {name} AS SELECT * FROM snapshot_rows")
+            con.unregister("snapshot_rows")
+            continue
         con.execute(f"CREATE OR REPLACE TEMPORARY TABLE {name} AS {select}",
                     {"study": study} if "$study" in select else None)
 
