@@ -4,9 +4,9 @@ Two roles:
 
 1. ``write_peer_data(data, folder, name)`` (imported by bench_core_throughput.py, our venv): writes our
    processed rows in the released reader's format, ``<folder>/<name>/<name>.{train,valid,test}.remap.csv``
-   with ``user_id, item_id, history_id`` (space-separated ids, oldest first; shared/reference/official-code.md
-   §5). Our ids 1..n become 0..n-1, so their reader's ``n_items = max id + 2`` gives n real items plus
-   their pad row n, i.e. the same vocabulary (their softmax also carries the pad row).
+   with ``user_id, item_id, history_id`` (space-separated ids, oldest first; docs/released-code.md,
+   "The released reader's files"). Our ids 1..n become 0..n-1, so their reader's ``n_items = max id + 2``
+   gives n real items plus their pad row n, i.e. the same vocabulary (their softmax also carries the pad row).
 
 2. ``python bench/peer_reference.py worker ...`` (run with the *peer's* venv, never ours): imports their
    ``models.PRL`` / ``helpers.BaseReader`` / ``helpers.BaseRunner`` from ``--src``, reads the CSVs with their

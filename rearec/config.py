@@ -3,7 +3,7 @@
 Defaults and where they come from:
 - hidden_size 256, max_len 50, Adam lr 1e-3, batch 2048: the paper, §4.1.4.
 - num_layers 2, num_heads 2, ffn_size 300, dropout 0.5 (hidden and attention), input dropout 0.2,
-  layer_norm_eps 1e-12, init N(0, 0.02): the authors' released code (shared/reference/official-code.md §1).
+  layer_norm_eps 1e-12, init N(0, 0.02): the authors' released code (docs/released-code.md, "Model defaults").
 - patience 10 on validation NDCG@20: the paper (§4.1.4) and the released runner.
 - gamma 0.01: the paper (§4.1.4). tau/alpha/kl_lambda defaults: the released code's PRL temperature decay
   alpha 5.0 and ERL lambda 0.05; tau 1.0 (plain softmax, Eq. 5) because the paper's base/ERL objective has
@@ -174,7 +174,7 @@ class MethodConfig(_Dict):
     """Which ReaRec variant trains the model, with the paper's hyper-parameters.
 
     formulation='paper' follows the paper's equations; 'released' follows the authors' released code
-    (official-code.md §2-3): ERL = one CE on the mean-pooled state minus lambda * mean KL over ordered pairs;
+    (docs/released-code.md, "ERL" and "PRL"): ERL = one CE on the mean-pooled state minus lambda * mean KL over ordered pairs;
     PRL = CE_K + mean of the earlier steps' CE; one global logit temperature tau; gamma is a noise standard
     deviation; noise and RCL start after ``warmup_epochs`` (2).
     """

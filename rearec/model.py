@@ -7,7 +7,7 @@ Conventions (identical in every training and inference path):
   is r_0 (the standard BERT4Rec next-item read-out). BERT4Rec's cloze training (rearec/cloze.py) also
   turns some history items into [MASK] tokens, which keep their positions; evaluation never masks.
 - reasoning token k (1..K) = r_{k-1} + RPE[k-1] (Eq. 4); it gets no item position embedding. Every input
-  token, item or reasoning, passes the input LayerNorm and dropout (released code, official-code.md §1).
+  token, item or reasoning, passes the input LayerNorm and dropout (docs/released-code.md, "Model defaults").
 - masks: SASRec items are causal; BERT4Rec items (and [MASK]) are bidirectional; no item ever sees a
   reasoning token; reasoning token k sees every real item and reasoning tokens <= k ("prefix masking").
   Because items never see reasoning tokens, their keys/values are computed once and cached, and each

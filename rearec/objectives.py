@@ -181,7 +181,7 @@ def vocab_loss(method: MethodConfig, states: torch.Tensor, cand: torch.Tensor, t
     if method.name == "prl":  # step k's logits at its own temperature tau_k (on top of the scoring's)
         temps = method.step_temperatures()
         per_step = [_ce_sum(scoring.queries(states[:, k]), cand, idx, temps[k]) for k in range(K + 1)]
-        if released:  # CE_K + mean of the earlier steps' CE (official-code.md §3)
+        if released:  # CE_K + mean of the earlier steps' CE (docs/released-code.md, "PRL")
             return per_step[K] + sum(per_step[:K]) / K
         return sum(per_step)
     raise ValueError(f"method: unknown method {method.name!r}")

@@ -7,7 +7,8 @@ start at the user's first item reproduces that exactly for every target t <= L, 
 fits in L + 1 items train exactly as per-row. Longer users get extra windows: targets t > L are grouped
 in strides of S = L // 2, and a group whose last target is h is trained inside the window
 s_{h-L}..s_{h-1}; its targets then see between L - S + 1 and L history items (per-row: L), with
-positions counted from the window start. bench/bench_packed.py measures what that changes.
+positions counted from the window start. bench/bench_training_modes.py measures what that changes
+(``deviation``: history lengths vs per-row; ``quality``: validation NDCG@20, bucketed vs packed).
 """
 
 from __future__ import annotations

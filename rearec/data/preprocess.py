@@ -1,6 +1,6 @@
 """Raw interactions -> filtered, split, re-indexed rows (the paper's protocol), all vectorised in numpy.
 
-Pipeline (shared/reference/official-code.md §5):
+Pipeline (docs/released-code.md, "Data preparation"):
 1. rating filter on interactions (Yelp) — or later on targets only (Amazon);
 2. stable sort by (user, timestamp, file order); optional dedup of (user, item) keeping the earliest;
 3. iterative k-core on users and items;

@@ -1,7 +1,7 @@
 """What a dataset is: the frozen DatasetSpec (source, files, preprocessing, split) and the built-in presets.
 
 A spec is built from a built-in name (``"yelp"``) or a mapping. Presets follow the authors' released
-notebooks (shared/reference/official-code.md §5) rather than the paper's prose where the two differ:
+notebooks (docs/released-code.md, "Data preparation") rather than the paper's prose where the two differ:
 
 - Yelp: stars > 3 on every interaction, iterative 20-core (users and items, no dedup), split at 80 % / 90 %
   of the time span (train <= t80 < valid <= t90 < test), histories >= 5 in every split.
