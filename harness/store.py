@@ -22,17 +22,20 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from rearec.config import METHOD_TRAITS
+
 from .artifacts import EPOCH_COLUMNS, TrialOutput
 from .errors import HarnessError, StoreBusyError
 from .keys import TrialSpec
 
 DEFAULT_DB = "results.duckdb"
-SCHEMA_VERSION = 2  # 2: trials.host / node_id / peak_gpu_bytes, study_trials.in_definition (see MIGRATIONS)
+SCHEMA_VERSION = 3  # 2: trials.host / node_id / peak_gpu_bytes, study_trials.in_definition; 3: trials.cpu_seconds /
+# gpu_seconds / trial_seconds (harness/cost.py; see MIGRATIONS)
 # The issue's columns first (users' SQL relies on them), then the harness's own.
 TRIAL_COLUMNS = ["trial_key", "dataset", "backbone", "method", "reasoning_steps", "kl_lambda", "tau", "alpha", "gamma",
                  "seed", "params", "status", "error", "best_epoch", "epochs", "wall_seconds", "device", "started_at",
                  "finished_at", "env", "variant", "pruned", "n_parameters", "run_dir", "dataset_hash", "host", "node_id",
-                 "peak_gpu_bytes"]
+                 "peak_gpu_bytes", "cpu_seconds", "gpu_seconds", "trial_seconds"]
 DDL = f"""
 CREATE TABLE IF NOT EXISTS schema_info(version INTEGER);
 CREATE TABLE IF NOT EXISTS trials(
@@ -41,7 +44,8 @@ CREATE TABLE IF NOT EXISTS trials(
     best_epoch INTEGER, epochs INTEGER, wall_seconds DOUBLE, device VARCHAR,
     started_at TIMESTAMP, finished_at TIMESTAMP, env JSON, variant VARCHAR,
     pruned BOOLEAN DEFAULT FALSE, n_parameters BIGINT, run_dir VARCHAR, dataset_hash VARCHAR,
-    host VARCHAR, node_id VARCHAR, peak_gpu_bytes BIGINT);
+    host VARCHAR, node_id VARCHAR, peak_gpu_bytes BIGINT, cpu_seconds DOUBLE, gpu_seconds DOUBLE,
+    trial_seconds DOUBLE);
 CREATE TABLE IF NOT EXISTS studies(
     study VARCHAR PRIMARY KEY, file VARCHAR, planned INTEGER, algorithm VARCHAR, definition JSON,
     updated_at TIMESTAMP);
@@ -70,11 +74,15 @@ MIGRATIONS = [
     "ALTER TABLE trials ADD COLUMN IF NOT EXISTS host VARCHAR",  # where a trial ran (hostname) ...
     "ALTER TABLE trials ADD COLUMN IF NOT EXISTS node_id VARCHAR",  # ... and on which Ray node
     "ALTER TABLE trials ADD COLUMN IF NOT EXISTS peak_gpu_bytes BIGINT",  # torch.cuda.max_memory_allocated; NULL on CPU
+    # cost accounting (harness/cost.py): NULL for trials stored before it
+    "ALTER TABLE trials ADD COLUMN IF NOT EXISTS cpu_seconds DOUBLE",  # CPU time of the trial's process
+    "ALTER TABLE trials ADD COLUMN IF NOT EXISTS gpu_seconds DOUBLE",  # wall on CUDA x GPU fraction; NULL on CPU
+    "ALTER TABLE trials ADD COLUMN IF NOT EXISTS trial_seconds DOUBLE",  # wall time of the whole trial
     # FALSE: linked by an earlier definition of the study (e.g. before a --set seeds=... rerun)
     "ALTER TABLE study_trials ADD COLUMN IF NOT EXISTS in_definition BOOLEAN DEFAULT TRUE",
 ]
 CHILD_TABLES = ("epochs", "metrics", "sample_ranks", "step_similarity", "latency", "step_signals")
-METHOD_PARAMS = {"erl": ("kl_lambda",), "prl": ("tau", "alpha", "gamma")}  # NULL in `trials` for other methods
+METHOD_COLUMNS = ("kl_lambda", "tau", "alpha", "gamma")  # `trials` columns; NULL for methods that do not read them
 
 
 def utcnow() -> datetime:
@@ -82,13 +90,10 @@ def utcnow() -> datetime:
 
 
 def variant(method: dict) -> str:
-    """The paper's name of a method configuration, ablations included."""
+    """The paper's name of a method configuration, ablations included ('erl w/o KL'; METHOD_TRAITS)."""
     name = method["name"]
-    if name == "erl" and not method.get("kl_lambda"):
-        return "erl w/o KL"
-    if name == "prl" and method.get("rcl") is False:
-        return "prl w/o RCL"
-    return name
+    traits = METHOD_TRAITS.get(name)
+    return f"{name} {traits.ablation.label}" if traits is not None and traits.ablated(method) else name
 
 
 def trial_row(spec: TrialSpec, status: str, **extra: Any) -> dict[str, Any]:
@@ -97,8 +102,8 @@ def trial_row(spec: TrialSpec, status: str, **extra: Any) -> dict[str, Any]:
            "variant": variant(m), "reasoning_steps": m["reasoning_steps"], "seed": spec.seed,
            "params": json.dumps(spec.params(), sort_keys=True, default=str), "status": status,
            "dataset_hash": spec.dataset_hash}
-    for name in ("kl_lambda", "tau", "alpha", "gamma"):
-        row[name] = m[name] if name in METHOD_PARAMS.get(m["name"], ()) else None
+    for name in METHOD_COLUMNS:
+        row[name] = m[name] if name in METHOD_TRAITS[m["name"]].params else None
     row.update(extra)
     return row
 
@@ -320,7 +325,8 @@ class Store:
 
     def mark_running(self, spec: TrialSpec, study: str, run_dir: str, device: str) -> None:
         row = trial_row(spec, "running", device=device, run_dir=run_dir, started_at=utcnow(), finished_at=None,
-                        error=None, host=None, node_id=None, peak_gpu_bytes=None)  # where: known when it ends
+                        error=None, host=None, node_id=None, peak_gpu_bytes=None,  # where: known when it ends
+                        cpu_seconds=None, gpu_seconds=None, trial_seconds=None)  # an earlier attempt's cost: not this one's
         with self.transaction() as con:
             self._upsert_trial(con, row, keep_completed=True)
             self._link(con, study, [spec.key])
@@ -351,7 +357,8 @@ class Store:
             finished_at=_ts(res.get("finished_at")), env=json.dumps({**env, **res.get("env", {})}, sort_keys=True),
             pruned=pruned, n_parameters=res.get("n_parameters"), run_dir=run_dir,
             host=res.get("host", res.get("env", {}).get("host")), node_id=res.get("node_id"),
-            peak_gpu_bytes=res.get("peak_gpu_bytes"))
+            peak_gpu_bytes=res.get("peak_gpu_bytes"), cpu_seconds=res.get("cpu_seconds"),
+            gpu_seconds=res.get("gpu_seconds"), trial_seconds=res.get("trial_seconds"))
         with self.transaction() as con:
             # Only a completed trial has child rows (an ingestion is one transaction), and each DELETE scans its
             # whole table: skipping them for a first ingestion keeps a trial's cost flat as the database grows.

@@ -32,7 +32,6 @@ TEXT_FIELDS = {
 # listed score by the dot product.
 DEFAULT_SCORING: dict[str, str] = {"unisrec": "cosine"}
 COSINE_TEMPERATURE = 0.07
-METHODS = ("base", "naive", "rpe", "erl", "prl")
 METRICS = ("ndcg@10", "ndcg@20", "recall@10", "recall@20")
 
 
@@ -170,12 +169,61 @@ class ModelConfig(_Dict):
 
 
 @dataclass(frozen=True)
+class Ablation:
+    """A method without one of its terms: ``field`` at 0 / false, named ``<method> <label>``."""
+
+    field: str
+    label: str
+
+
+@dataclass(frozen=True)
+class MethodTraits:
+    """What a method is, declared once (METHOD_TRAITS) and read by the objectives, the store and the views.
+
+    readout: the user representation h_u from the states r_0..r_K: 'last' (r_K; r_0 for base) or 'mean'
+      (the mean of r_0..r_K, ERL §3.2.3). loss: 'ce' (one CE on the read-out state), 'erl' (per-step CEs and
+      the KL diversity term) or 'prl' (annealed per-step CEs). uses_noise: a noisy view and RCL (PRL §3.3.2);
+      uses_warmup: they wait ``MethodConfig.warmup`` epochs. params: the MethodConfig fields the results
+      database keeps as `trials` columns (NULL for the methods that do not read them).
+    """
+
+    readout: Literal["last", "mean"]
+    loss: Literal["ce", "erl", "prl"]
+    uses_rpe: bool = True
+    uses_noise: bool = False
+    uses_warmup: bool = False
+    ablation: Ablation | None = None
+    params: tuple[str, ...] = ()
+
+    def ablated(self, method: Mapping[str, Any]) -> bool:
+        """Whether a method mapping is this method's ablation (its ablation field at 0 / false; a missing
+        field has the MethodConfig default)."""
+        if self.ablation is None:
+            return False
+        field = self.ablation.field
+        return not method.get(field, MethodConfig.__dataclass_fields__[field].default)
+
+
+# A new method is one entry here (plus its loss in rearec/objectives.py when it has a new kind).
+METHOD_TRAITS: dict[str, MethodTraits] = {
+    "base": MethodTraits(readout="last", loss="ce"),  # K = 0: r_0 alone
+    "naive": MethodTraits(readout="last", loss="ce", uses_rpe=False),  # feedback without position embeddings
+    "rpe": MethodTraits(readout="last", loss="ce"),
+    "erl": MethodTraits(readout="mean", loss="erl", ablation=Ablation("kl_lambda", "w/o KL"),
+                        params=("kl_lambda",)),
+    "prl": MethodTraits(readout="last", loss="prl", uses_noise=True, uses_warmup=True,
+                        ablation=Ablation("rcl", "w/o RCL"), params=("tau", "alpha", "gamma")),
+}
+METHODS = tuple(METHOD_TRAITS)
+
+
+@dataclass(frozen=True)
 class MethodConfig(_Dict):
     """Which ReaRec variant trains the model, with the paper's hyper-parameters.
 
     formulation='paper' follows the paper's equations; 'released' follows the authors' released code
-    (docs/released-code.md, "ERL" and "PRL"): ERL = one CE on the mean-pooled state minus lambda * mean KL over ordered pairs;
-    PRL = CE_K + mean of the earlier steps' CE; one global logit temperature tau; gamma is a noise standard
+    (docs/released-code.md, "ERL" and "PRL"): ERL = one CE on the mean-pooled state minus lambda * mean KL
+    over ordered pairs; PRL = CE_K + mean of the earlier steps' CE; one global logit temperature tau; gamma is a noise standard
     deviation; noise and RCL start after ``warmup_epochs`` (2).
     """
 
@@ -216,8 +264,12 @@ class MethodConfig(_Dict):
             raise ConfigError("warmup_epochs", f"must be >= 0, got {self.warmup_epochs!r}")
 
     @property
+    def traits(self) -> MethodTraits:
+        return METHOD_TRAITS[self.name]
+
+    @property
     def uses_rpe(self) -> bool:
-        return self.name != "naive"
+        return self.traits.uses_rpe
 
     @property
     def warmup(self) -> int:

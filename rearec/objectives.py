@@ -155,7 +155,7 @@ ERL_BLOCK = 16  # rows per cache-resident block of _StepsLoss (16 x 3 x 13,917 f
 def inference_state(method: MethodConfig, states: torch.Tensor) -> torch.Tensor:
     """The method's user representation h_u from states (B, K+1, d): ERL mean-pools r_0..r_K (§3.2.3),
     every other method reads the last state (r_0 for base, r_K otherwise, §3.3.3)."""
-    return states.mean(1) if method.name == "erl" else states[:, -1]
+    return states.mean(1) if method.traits.readout == "mean" else states[:, -1]
 
 
 def vocab_loss(method: MethodConfig, states: torch.Tensor, cand: torch.Tensor, target: torch.Tensor,
@@ -165,9 +165,10 @@ def vocab_loss(method: MethodConfig, states: torch.Tensor, cand: torch.Tensor, t
     idx = target - 1
     K = states.shape[1] - 1
     released = method.formulation == "released"
-    if method.name in ("base", "naive", "rpe"):
-        return _ce_sum(scoring.queries(states[:, -1]), cand, idx, method.tau if released else 1.0)
-    if method.name == "erl":
+    loss = method.traits.loss
+    if loss == "ce":  # one CE on the read-out state
+        return _ce_sum(scoring.queries(inference_state(method, states)), cand, idx, method.tau if released else 1.0)
+    if loss == "erl":
         sign = -1.0 if method.kl_sign == "maximize" else 1.0
         coef = sign * method.kl_lambda if K > 0 else 0.0
         if released:  # one CE on the pooled state (the user representation), KL at the global tau
@@ -178,13 +179,13 @@ def vocab_loss(method: MethodConfig, states: torch.Tensor, cand: torch.Tensor, t
             return rec + _erl_loss(q, cand, idx, False, coef, "released")
         # every step's CE and the KL pairs share one softmax per step
         return _erl_loss(scoring.queries(states), cand, idx, True, coef, "pairs")
-    if method.name == "prl":  # step k's logits at its own temperature tau_k (on top of the scoring's)
+    if loss == "prl":  # step k's logits at its own temperature tau_k (on top of the scoring's)
         temps = method.step_temperatures()
         per_step = [_ce_sum(scoring.queries(states[:, k]), cand, idx, temps[k]) for k in range(K + 1)]
         if released:  # CE_K + mean of the earlier steps' CE (docs/released-code.md, "PRL")
             return per_step[K] + sum(per_step[:K]) / K
         return sum(per_step)
-    raise ValueError(f"method: unknown method {method.name!r}")
+    raise ValueError(f"method: unknown loss {loss!r} of method {method.name!r}")
 
 
 def noise_std(method: MethodConfig) -> float:
@@ -222,5 +223,8 @@ def rcl_loss(method: MethodConfig, clean: torch.Tensor, noisy: torch.Tensor,
 
 
 def uses_rcl(method: MethodConfig, epoch: int) -> bool:
-    """PRL's noisy view and RCL are active after the warm-up epochs (epochs are 1-based)."""
-    return method.name == "prl" and method.rcl and method.reasoning_steps > 0 and epoch > method.warmup
+    """PRL's noisy view and RCL are active after the warm-up epochs (epochs are 1-based); rcl=False (PRL w/o
+    RCL) turns both off."""
+    traits = method.traits
+    return (traits.uses_noise and method.rcl and method.reasoning_steps > 0
+            and (not traits.uses_warmup or epoch > method.warmup))

@@ -11,9 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_study
-from test_report_views import metrics_frame
-from tiny import tiny_data
 
 from harness.artifacts import EPOCH_COLUMNS, TrialOutput, signals_frame
 from harness.expand import expand
@@ -57,7 +54,7 @@ def _brute_force(model, method, rows, mask: bool):
 
 
 @pytest.mark.parametrize("name, mask", [("prl", False), ("erl", False), ("erl", True), ("rpe", True)])
-def test_signals_match_brute_force(name, mask):
+def test_signals_match_brute_force(name, mask, tiny_data):
     data = tiny_data()
     torch.manual_seed(0)
     method = MethodConfig(name=name, reasoning_steps=3)
@@ -79,7 +76,7 @@ def test_signals_match_brute_force(name, mask):
     assert evaluate(model, method, data.test, data.item_popularity()).signals is None  # off unless asked
 
 
-def test_signals_frame_and_bytes():
+def test_signals_frame_and_bytes(tiny_data):
     data = tiny_data()
     method = MethodConfig(name="prl", reasoning_steps=2)
     model = ReaRecModel.from_configs(ModelConfig(hidden_size=16, num_heads=1, ffn_size=32), method, data.n_items)
@@ -93,7 +90,7 @@ def test_signals_frame_and_bytes():
     assert bytes_per_sample(5) == 21 * 6  # 5 four-byte values and a 1-byte repeat count per depth
 
 
-def test_trial_stores_signals_only_when_asked(tmp_path, data_cache):
+def test_trial_stores_signals_only_when_asked(tmp_path, data_cache, tiny_study):
     from harness.datasets import resolve_datasets
     from harness.trial import execute
 
@@ -154,7 +151,7 @@ def _test_samples(seed: int):
     return [(p, kl, rep, r) for (p, kl, rep, _), r in zip(TEST, TEST_RANKS_SEED1, strict=True)]
 
 
-def build_adaptive_db(path) -> Store:
+def build_adaptive_db(path, metrics_frame) -> Store:
     store = Store(path)
     study = parse_study(STUDY, "studies/adapt.yaml")
     trials = expand(study)
@@ -175,8 +172,8 @@ def build_adaptive_db(path) -> Store:
 
 
 @pytest.fixture(scope="module")
-def adapt_db(tmp_path_factory):
-    return build_adaptive_db(tmp_path_factory.mktemp("adapt") / "results.duckdb")
+def adapt_db(tmp_path_factory, report_demo):
+    return build_adaptive_db(tmp_path_factory.mktemp("adapt") / "results.duckdb", report_demo.metrics_frame)
 
 
 def _ndcg20(rank: int) -> float:
@@ -294,10 +291,8 @@ def test_report_section_table_and_figure(adapt_db, tmp_path):
     assert "| Confidence | p≥0.07 | 0.67 ± " in text and "chosen on **validation** only" in text
 
 
-def test_no_signals_says_how_to_get_them(tmp_path, tmp_path_factory):
-    from test_report_views import shared_db
-
-    text = build_report(shared_db(tmp_path_factory).path, "demo", tmp_path / "out").read_text()
+def test_no_signals_says_how_to_get_them(tmp_path, report_db):
+    text = build_report(report_db.path, "demo", tmp_path / "out").read_text()
     assert "Adaptive reasoning depth" in text and "set `step_signals: true`" in text
 
 

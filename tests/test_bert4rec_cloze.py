@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny import tiny_data
 
 from rearec.cloze import draw_masks, mask_counts, mask_generator
 from rearec.config import MethodConfig, ModelConfig, TrainConfig
@@ -249,17 +248,17 @@ def test_the_head_leaves_reasoning_on_the_raw_states():
 # ---- training -----------------------------------------------------------------------------------------
 
 
-def _fit(objective: str, method: MethodConfig | None = None, **train):
+def _fit(data, objective: str, method: MethodConfig | None = None, **train):
     cfg = ModelConfig(backbone="bert4rec", hidden_size=16, ffn_size=32, bert4rec_objective=objective)
-    return fit(tiny_data(), cfg, method or MethodConfig(), TrainConfig(max_epochs=2, batch_size=64, loss_chunk=16, **train))
+    return fit(data, cfg, method or MethodConfig(), TrainConfig(max_epochs=2, batch_size=64, loss_chunk=16, **train))
 
 
-def test_cloze_training_is_deterministic_on_cpu():
+def test_cloze_training_is_deterministic_on_cpu(tiny_data):
     prl = MethodConfig(name="prl", reasoning_steps=2, formulation="released", warmup_epochs=0)
-    a, b = _fit("cloze", prl), _fit("cloze", prl)
+    a, b = _fit(tiny_data(), "cloze", prl), _fit(tiny_data(), "cloze", prl)
     assert [e.train_loss for e in a.epochs] == [e.train_loss for e in b.epochs]
     assert np.array_equal(a.test.ranks, b.test.ranks)
-    other = _fit("cloze", prl, seed=1)
+    other = _fit(tiny_data(), "cloze", prl, seed=1)
     assert [e.train_loss for e in other.epochs] != [e.train_loss for e in a.epochs]
 
 
@@ -269,17 +268,17 @@ NEXT_ITEM_LOSSES = [3.404657678944724, 3.3886573144367764]
 NEXT_ITEM_NDCG20 = 0.170251583862089
 
 
-def test_next_item_keeps_the_legacy_training():
-    result = _fit("next_item")
+def test_next_item_keeps_the_legacy_training(tiny_data):
+    result = _fit(tiny_data(), "next_item")
     assert [e.train_loss for e in result.epochs] == pytest.approx(NEXT_ITEM_LOSSES, rel=1e-5)
     assert result.test.metrics()["ndcg@20"] == pytest.approx(NEXT_ITEM_NDCG20, rel=1e-5)
-    cloze = _fit("cloze")
+    cloze = _fit(tiny_data(), "cloze")
     assert cloze.epochs[0].train_loss > result.epochs[0].train_loss + 1.0  # the cloze CE is added
 
 
-def test_packed_training_stays_refused_for_bert4rec():
+def test_packed_training_stays_refused_for_bert4rec(tiny_data):
     with pytest.raises(ValueError, match="packed"):
-        _fit("cloze", training="packed")
+        _fit(tiny_data(), "cloze", training="packed")
 
 
 @pytest.mark.parametrize("bad", [0.0, 1.0, -0.2, 1.5, float("nan")])

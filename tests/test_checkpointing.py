@@ -1,7 +1,5 @@
 """Activation checkpointing of wide training batches: identical losses and gradients, less saved memory."""
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,9 +10,6 @@ from rearec.model import ReaRecModel
 from rearec.packing import build_windows, make_batch
 from rearec.train import batch_tokens, checkpointing, fit, seed_everything, train_step, train_step_packed
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny import tiny_data  # noqa: E402
-
 PRL = MethodConfig(name="prl", reasoning_steps=2, tau=0.5, alpha=5.0, gamma=0.01)
 
 
@@ -24,8 +19,7 @@ def model_for(backbone="sasrec"):
     return ReaRecModel.from_configs(cfg, PRL, 30).train()
 
 
-def history_batch():
-    data = tiny_data()
+def history_batch(data):
     return torch.from_numpy(data.train.history[:24]).long(), torch.from_numpy(data.train.target[:24]).long()
 
 
@@ -39,8 +33,8 @@ def grads_of(step, on: bool, backbone="sasrec"):
 
 
 @pytest.mark.parametrize("backbone", ["sasrec", "bert4rec"])
-def test_checkpointed_per_row_step_has_identical_gradients(backbone):
-    history, target = history_batch()
+def test_checkpointed_per_row_step_has_identical_gradients(backbone, tiny_data):
+    history, target = history_batch(tiny_data())
 
     def step(model):  # chunk 8 < 24 rows: the chunked vocabulary loss path
         return train_step(model, PRL, history, target, epoch=1, chunk=8)
@@ -52,7 +46,7 @@ def test_checkpointed_per_row_step_has_identical_gradients(backbone):
         assert torch.equal(grad, ckpt[name]), name
 
 
-def test_checkpointed_packed_step_has_identical_gradients():
+def test_checkpointed_packed_step_has_identical_gradients(tiny_data):
     data = tiny_data()
     windows = build_windows(data.train_sequences, 8)
     batch = make_batch(data.train_sequences, windows, torch.arange(12).numpy())
@@ -66,8 +60,8 @@ def test_checkpointed_packed_step_has_identical_gradients():
         assert torch.equal(grad, ckpt[name]), name
 
 
-def test_checkpointing_keeps_less_for_backward():
-    history, _ = history_batch()
+def test_checkpointing_keeps_less_for_backward(tiny_data):
+    history, _ = history_batch(tiny_data())
     saved = {}
     for on in (False, True):
         model = model_for()
@@ -83,7 +77,7 @@ def test_checkpointing_keeps_less_for_backward():
     assert saved[True] < 0.5 * saved[False]
 
 
-def test_fit_with_and_without_checkpointing_is_identical():
+def test_fit_with_and_without_checkpointing_is_identical(tiny_data):
     data = tiny_data()
     model_cfg = ModelConfig(hidden_size=16, num_heads=2, max_len=8)
     runs = []
@@ -95,8 +89,8 @@ def test_fit_with_and_without_checkpointing_is_identical():
     assert (runs[0][1] == runs[1][1]).all()
 
 
-def test_batch_tokens_and_settings():
-    history, target = history_batch()
+def test_batch_tokens_and_settings(tiny_data):
+    history, target = history_batch(tiny_data())
     assert batch_tokens((history, target)) == 24 * 8
     with pytest.raises(ConfigError, match="checkpoint_tokens"):
         TrainConfig(checkpoint_tokens=0)

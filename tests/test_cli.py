@@ -11,24 +11,27 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, tiny_study
+import yaml
 
 from harness.cli import main
 
+ROOT = Path(__file__).resolve().parent.parent
+# tests/conftest.py's tiny study (fixture tiny_study), read here because BAD_STUDIES needs it at import time
+TINY_STUDY = yaml.safe_load((ROOT / "tests/tiny_study.yaml").read_text())
 HARNESS = [sys.executable, "-m", "harness.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 BAD_STUDIES = [
     # (file content or None for a missing file, key path, problem): each kind of mistake in a study file
-    (tiny_study(metods=["base"]), "metods", "unknown key (did you mean 'methods'?)"),
-    (tiny_study(params={"max_epochs": "two"}), "params.max_epochs", "expected an integer"),
-    (tiny_study(params={"lr": {"low": 0.1, "high": 0.01}}, search={"algorithm": "optuna"}), "params.lr",
+    ({**TINY_STUDY, "metods": ["base"]}, "metods", "unknown key (did you mean 'methods'?)"),
+    ({**TINY_STUDY, "params": {"max_epochs": "two"}}, "params.max_epochs", "expected an integer"),
+    ({**TINY_STUDY, "params": {"lr": {"low": 0.1, "high": 0.01}}, "search": {"algorithm": "optuna"}}, "params.lr",
      "below high"),
-    (tiny_study(selection={"metric": "test/ndcg@20"}), "selection.metric", "test metric"),
-    (tiny_study(resources={"cpu": -1}), "resources.cpu", "must be > 0"),
-    (tiny_study(datasets=[{"name": "synthetic", "kcor": 5}]), "datasets[0].kcor", "did you mean 'kcore'"),
-    (tiny_study(datasets=[{"interactions": "missing.tsv"}]), "datasets[0]", "missing.tsv"),
+    ({**TINY_STUDY, "selection": {"metric": "test/ndcg@20"}}, "selection.metric", "test metric"),
+    ({**TINY_STUDY, "resources": {"cpu": -1}}, "resources.cpu", "must be > 0"),
+    ({**TINY_STUDY, "datasets": [{"name": "synthetic", "kcor": 5}]}, "datasets[0].kcor", "did you mean 'kcore'"),
+    ({**TINY_STUDY, "datasets": [{"interactions": "missing.tsv"}]}, "datasets[0]", "missing.tsv"),
     (None, "no such file", ""),
     ("datasets: [synthetic\nmethods: [base]\n", "line 2, column", "YAML syntax error"),
 ]
@@ -79,22 +82,10 @@ def test_bad_study_files_exit_2_and_start_nothing(tmp_path, content, where, prob
     assert sorted(p.name for p in tmp_path.iterdir()) == (["bad.yaml"] if content is not None else [])
 
 
-def in_process(capsys, cwd: Path, *args) -> tuple[int, str, str]:
-    """`harness ARGS` in this process (quick checks; the runs themselves use subprocesses)."""
-    old = os.getcwd()
-    try:
-        os.chdir(cwd)
-        code = main([str(a) for a in args])
-    finally:
-        os.chdir(old)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def test_plan_run_status_sql_tensorboard(tmp_path, data_cache, capsys):
+def test_plan_run_status_sql_tensorboard(tmp_path, data_cache, harness_in_process, tiny_study):
     (tmp_path / "s.yaml").write_text(json.dumps(tiny_study(name="cli")))
     common = ["--cache-dir", data_cache]
-    code, out, _ = in_process(capsys, tmp_path, "plan", "s.yaml", "--list", *common)
+    code, out, _ = harness_in_process(tmp_path, "plan", "s.yaml", "--list", *common)
     assert code == 0 and "2 trials" in out and "already complete: 0" in out and "1 CPU, 0 GPU" in out
     assert not (tmp_path / "results.duckdb").exists()  # plan writes nothing
 
@@ -102,23 +93,23 @@ def test_plan_run_status_sql_tensorboard(tmp_path, data_cache, capsys):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "done 2/2" in run.stdout and "2 trials completed now" in run.stdout
 
-    code, out, _ = in_process(capsys, tmp_path, "plan", "s.yaml", *common)
+    code, out, _ = harness_in_process(tmp_path, "plan", "s.yaml", *common)
     assert "already complete: 2" in out and "to run: 0" in out
-    code, out, _ = in_process(capsys, tmp_path, "status")
+    code, out, _ = harness_in_process(tmp_path, "status")
     assert code == 0 and "cli (grid" in out and "2/2 completed" in out
 
     query = "SELECT method, status FROM trials ORDER BY method"
     table = harness("sql", query, cwd=tmp_path)
     assert table.returncode == 0 and "completed" in table.stdout and "base" in table.stdout
-    code, out, _ = in_process(capsys, tmp_path, "sql", query, "--format", "csv")
+    code, out, _ = harness_in_process(tmp_path, "sql", query, "--format", "csv")
     assert out.splitlines() == ["method,status", "base,completed", "erl,completed"]
-    code, out, _ = in_process(capsys, tmp_path, "sql", query, "--format", "json")
+    code, out, _ = harness_in_process(tmp_path, "sql", query, "--format", "json")
     assert json.loads(out) == [{"method": "base", "status": "completed"}, {"method": "erl", "status": "completed"}]
-    code, _, err = in_process(capsys, tmp_path, "sql", "DROP TABLE trials")
+    code, _, err = harness_in_process(tmp_path, "sql", "DROP TABLE trials")
     assert code == 2 and "read-only" in err
-    code, out, _ = in_process(capsys, tmp_path, "sql", "SELECT count(*) AS n FROM trials", "--format", "csv")
+    code, out, _ = harness_in_process(tmp_path, "sql", "SELECT count(*) AS n FROM trials", "--format", "csv")
     assert out.split() == ["n", "2"]
-    assert in_process(capsys, tmp_path, "sql", "SELEC 1")[0] == 2
+    assert harness_in_process(tmp_path, "sql", "SELEC 1")[0] == 2
 
     # TensorBoard on the study's directory, bound to 127.0.0.1, answering at the printed URL
     import socket
@@ -146,7 +137,7 @@ def test_plan_run_status_sql_tensorboard(tmp_path, data_cache, capsys):
         os.killpg(board.pid, signal.SIGTERM)
         board.wait(timeout=30)
 
-    code, out, _ = in_process(capsys, tmp_path, "data", "stats", json.dumps(tiny_study()["datasets"][0]), *common)
+    code, out, _ = harness_in_process(tmp_path, "data", "stats", json.dumps(tiny_study()["datasets"][0]), *common)
     assert code == 0 and "#Users" in out
 
 
@@ -158,7 +149,7 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.3)
 
 
-def test_sigkill_mid_study_then_rerun_loses_nothing_and_duplicates_nothing(tmp_path, data_cache):
+def test_sigkill_mid_study_then_rerun_loses_nothing_and_duplicates_nothing(tmp_path, data_cache, tiny_study):
     # 12 trials, one at a time: enough that some are still to come when the kill lands on a fast machine
     raw = tiny_study(name="kill", seeds=list(range(6)), concurrency=1)
     (tmp_path / "s.yaml").write_text(json.dumps(raw))

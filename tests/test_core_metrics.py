@@ -1,8 +1,6 @@
 """Metrics against hand-computed values (ties included), subgroups, and one-pass evaluation."""
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +10,6 @@ from rearec.config import MethodConfig, ModelConfig
 from rearec.evaluate import evaluate
 from rearec.metrics import item_groups, per_sample, summarize, target_ranks, user_groups
 from rearec.model import ReaRecModel
-
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny import tiny_data  # noqa: E402
 
 
 def test_ranks_are_pessimistic_on_ties():
@@ -45,7 +40,7 @@ def test_user_and_item_groups():
     assert item_groups(pop).tolist() == [3, 0, 0, 2, 1, 3, 1, 2]
 
 
-def test_one_pass_evaluation_matches_per_step_scoring():
+def test_one_pass_evaluation_matches_per_step_scoring(tiny_data):
     data = tiny_data()
     torch.manual_seed(0)
     method = MethodConfig(name="erl", reasoning_steps=2)
@@ -68,7 +63,7 @@ def test_one_pass_evaluation_matches_per_step_scoring():
     assert row.value.item() == pytest.approx(ev.metrics()["ndcg@20"])
 
 
-def test_mask_history_excludes_seen_items():
+def test_mask_history_excludes_seen_items(tiny_data):
     data = tiny_data()
     method = MethodConfig(name="base")
     model = ReaRecModel.from_configs(ModelConfig(hidden_size=16, max_len=8), method, data.n_items).eval()

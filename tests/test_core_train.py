@@ -15,15 +15,12 @@ from rearec.latency import measure_latency
 from rearec.model import ReaRecModel
 from rearec.train import fit, train_step
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny import tiny_data  # noqa: E402
-
 SMALL = ModelConfig(hidden_size=32, max_len=8, dropout=0.1, attn_dropout=0.1)
 FAST = TrainConfig(batch_size=64, max_epochs=12, patience=12, lr=3e-3)
 
 
 @pytest.fixture(scope="module")
-def data():
+def data(tiny_data):
     return tiny_data()
 
 

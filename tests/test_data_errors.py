@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from test_data_files import TEST_FROM, VALID_FROM
 
 from rearec.data import DataError, DatasetSpec, load_dataset
 from rearec.errors import ConfigError
@@ -107,11 +106,11 @@ def test_a_split_left_empty_is_an_error(tmp_path):
           r"log\.csv: no valid rows remain after filtering \(\d+ interactions fall in the valid period")
 
 
-def test_bad_json_lines_name_the_line(tmp_path):
+def test_bad_json_lines_name_the_line(tmp_path, data_files):
     raw = tmp_path / "raw"
     raw.mkdir()
     good = {"rating": 5.0, "title": "t", "text": "x", "images": [], "asin": "A", "parent_asin": "A",
-            "user_id": "U", "timestamp": VALID_FROM - 1, "helpful_vote": 0, "verified_purchase": True}
+            "user_id": "U", "timestamp": data_files.VALID_FROM - 1, "helpful_vote": 0, "verified_purchase": True}
     (raw / "meta_Software.jsonl").write_text(json.dumps({"parent_asin": "A", "title": "t"}) + "\n")
     spec = {"name": "amazon2023-software", "raw_dir": str(raw)}
     (raw / "Software.jsonl").write_text(json.dumps(good) + "\n" + json.dumps({**good, "timestamp": "soon"}) + "\n")
@@ -124,13 +123,13 @@ def test_bad_json_lines_name_the_line(tmp_path):
     fails(tmp_path, spec, r"Software\.jsonl: column 'user_id', line 1: empty id")
 
 
-def test_amazon_benchmark_csv_problems(tmp_path):
+def test_amazon_benchmark_csv_problems(tmp_path, data_files):
     raw = tmp_path / "raw"
     raw.mkdir()
     header = "user_id,parent_asin,rating,timestamp,history\n"
-    (raw / "Video_Games.train.csv").write_text(header + f"U,A,5.0,{VALID_FROM - 9},\n")
-    (raw / "Video_Games.valid.csv").write_text(header.replace("parent_asin", "asin") + f"U,B,5.0,{VALID_FROM},A\n")
-    (raw / "Video_Games.test.csv").write_text(header + f"U,C,5.0,{TEST_FROM},A B\n")
+    (raw / "Video_Games.train.csv").write_text(header + f"U,A,5.0,{data_files.VALID_FROM - 9},\n")
+    (raw / "Video_Games.valid.csv").write_text(header.replace("parent_asin", "asin") + f"U,B,5.0,{data_files.VALID_FROM},A\n")
+    (raw / "Video_Games.test.csv").write_text(header + f"U,C,5.0,{data_files.TEST_FROM},A B\n")
     (raw / "meta_Video_Games.jsonl").write_text("")
     spec = {"name": "amazon2023-video-games", "raw_dir": str(raw)}
     fails(tmp_path, spec, r"meta_Video_Games\.jsonl: empty file")

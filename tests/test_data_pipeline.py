@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data_files import random_log, reference_rows, rows_as_tuples
 
 from rearec.data import DataError, load_dataset
 
@@ -66,31 +65,31 @@ def test_rows_histories_ids_and_drops_by_hand(tmp_path):
     assert data.item_popularity().tolist() == [0, 1, 3, 3, 1]
 
 
-def test_rating_filter_on_interactions_or_only_on_targets(tmp_path):
+def test_rating_filter_on_interactions_or_only_on_targets(tmp_path, data_files):
     path = write(tmp_path, LOG + "u5,a,51,5\nu5,b,53,5\nu5,d,71,5\n")  # keeps valid/test non-empty
     common = {"interactions": path, "split": ABSOLUTE, "rating_above": 3}
     dropped = load_dataset({**common, "rating_filter": "interactions"}, tmp_path / "c")
     # u1's c (rating 1) and u4's b (rating 2) vanish: u1's d now has history [a, b]
-    assert rows_as_tuples(dropped)["train"] == [("b", 20, 1, ("a",)), ("b", 30, 1, ("a",)),
+    assert data_files.rows_as_tuples(dropped)["train"] == [("b", 20, 1, ("a",)), ("b", 30, 1, ("a",)),
                                                  ("d", 40, 2, ("a", "b"))]
     targets = load_dataset({**common, "rating_filter": "targets"}, tmp_path / "c")
     # Low ratings stay in histories but are never targets.
-    assert rows_as_tuples(targets)["train"] == [("b", 20, 1, ("a",)), ("b", 30, 1, ("a",)),
+    assert data_files.rows_as_tuples(targets)["train"] == [("b", 20, 1, ("a",)), ("b", 30, 1, ("a",)),
                                                  ("d", 40, 3, ("a", "b", "c"))]
-    assert rows_as_tuples(dropped)["test"] == [("d", 71, 2, ("a", "b"))]  # u4's c: c left the vocabulary
-    assert rows_as_tuples(targets)["test"] == [("c", 72, 2, ("a", "b")), ("d", 71, 2, ("a", "b"))]
+    assert data_files.rows_as_tuples(dropped)["test"] == [("d", 71, 2, ("a", "b"))]  # u4's c: c left the vocabulary
+    assert data_files.rows_as_tuples(targets)["test"] == [("c", 72, 2, ("a", "b")), ("d", 71, 2, ("a", "b"))]
     assert targets.params["dataset"]["rating_filter"] == "targets"
 
 
-def test_equal_timestamps_keep_file_order(tmp_path):
+def test_equal_timestamps_keep_file_order(tmp_path, data_files):
     swapped = LOG.replace("u1,b,20,4\nu1,c,20,1\n", "u1,c,20,1\nu1,b,20,4\n")
-    a = rows_as_tuples(load_dataset({"interactions": write(tmp_path, LOG), "split": ABSOLUTE}, tmp_path / "c"))
-    b = rows_as_tuples(load_dataset({"interactions": write(tmp_path, swapped, "swapped.csv"), "split": ABSOLUTE},
+    a = data_files.rows_as_tuples(load_dataset({"interactions": write(tmp_path, LOG), "split": ABSOLUTE}, tmp_path / "c"))
+    b = data_files.rows_as_tuples(load_dataset({"interactions": write(tmp_path, swapped, "swapped.csv"), "split": ABSOLUTE},
                                     tmp_path / "c"))
     assert ("c", 20, 2, ("a", "b")) in a["train"] and ("b", 20, 2, ("a", "c")) in b["train"]
 
 
-def test_dedup_iterative_kcore_and_leave_one_out(tmp_path):
+def test_dedup_iterative_kcore_and_leave_one_out(tmp_path, data_files):
     events = [("u1", "a", 1), ("u1", "b", 2), ("u1", "a", 3), ("u1", "c", 4), ("u1", "d", 5),
               ("u2", "a", 1), ("u2", "b", 2), ("u2", "c", 3), ("u2", "d", 4),
               ("u3", "a", 1), ("u3", "c", 2), ("u3", "b", 3), ("u3", "d", 4),
@@ -101,7 +100,7 @@ def test_dedup_iterative_kcore_and_leave_one_out(tmp_path):
     data = load_dataset(spec, tmp_path / "c")
     notes = data.params["notes"]
     assert (notes["raw_interactions"], notes["after_dedup"], notes["after_kcore"]) == (19, 18, 16)
-    assert rows_as_tuples(data) == {
+    assert data_files.rows_as_tuples(data) == {
         "train": [("a", 2, 1, ("d",)), ("b", 2, 1, ("a",)), ("b", 2, 1, ("a",)), ("c", 2, 1, ("a",))],
         "valid": [("b", 3, 2, ("a", "c")), ("b", 3, 2, ("d", "a")), ("c", 3, 2, ("a", "b")),
                   ("c", 4, 2, ("a", "b"))],
@@ -111,16 +110,16 @@ def test_dedup_iterative_kcore_and_leave_one_out(tmp_path):
     assert data.n_users == 4 and data.params["dataset"]["split"] == {"method": "leave_one_out"}
 
 
-def test_quantile_split_matches_the_reference(tmp_path):
-    records = random_log(5, n_users=30, n_items=25, n=700, t_lo=0, t_hi=10_000, tick=7)
+def test_quantile_split_matches_the_reference(tmp_path, data_files):
+    records = data_files.random_log(5, n_users=30, n_items=25, n=700, t_lo=0, t_hi=10_000, tick=7)
     lines = "user_id,item_id,timestamp,rating\n" + "".join(
         f"{r['user_id']},{r['parent_asin']},{r['timestamp']},{r['rating']}\n" for r in records)
     spec = {"interactions": write(tmp_path, lines), "kcore": 3, "min_history_train": 2, "min_history_eval": 3,
             "max_len": 4, "split": {"method": "quantile", "valid_quantile": 0.7, "test_quantile": 0.85}}
     data = load_dataset(spec, tmp_path / "c")
-    expected = reference_rows(records, rating_above=None, rating_filter="interactions", dedup=False, kcore=3,
+    expected = data_files.reference_rows(records, rating_above=None, rating_filter="interactions", dedup=False, kcore=3,
                               min_train=2, min_eval=3, cuts=(0.7, 0.85), cut_rule="after", titled=None, max_len=4)
-    assert rows_as_tuples(data) == expected
+    assert data_files.rows_as_tuples(data) == expected
     assert all(len(v) > 20 for v in expected.values())
 
 

@@ -4,18 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_data_files import (
-    DAY_MS,
-    TEST_FROM,
-    VALID_FROM,
-    random_log,
-    reference_rows,
-    rows_as_tuples,
-    write_amazon_benchmark,
-    write_amazon_meta,
-    write_amazon_reviews,
-    write_yelp,
-)
 
 from rearec.data import DataError, load_dataset
 from rearec.data.text import item_texts
@@ -24,60 +12,62 @@ CAT = "Video_Games"
 
 
 @pytest.fixture(scope="module")
-def amazon(tmp_path_factory):
+def amazon(tmp_path_factory, data_files):
     """A raw review log spanning both official cuts, the meta file, and the benchmark CSVs derived from it."""
     folder = tmp_path_factory.mktemp("amazon")
-    records = random_log(1, n_users=40, n_items=60, n=1200, t_lo=VALID_FROM - 500 * DAY_MS,
-                         t_hi=TEST_FROM + 300 * DAY_MS, tick=3 * DAY_MS)
+    day = data_files.DAY_MS
+    records = data_files.random_log(1, n_users=40, n_items=60, n=1200, t_lo=data_files.VALID_FROM - 500 * day,
+                                    t_hi=data_files.TEST_FROM + 300 * day, tick=3 * day)
     asins = sorted({r["parent_asin"] for r in records})
     untitled = {asins[-3], asins[-8]}  # meta rows whose title is null (rarer items)
-    write_amazon_reviews(folder / f"{CAT}.jsonl", records)
-    write_amazon_meta(folder / f"meta_{CAT}.jsonl", {a: (None if a in untitled else f"Game {a} &amp; more")
-                                                      for a in asins})
-    write_amazon_benchmark(folder, CAT, records)
+    data_files.write_amazon_reviews(folder / f"{CAT}.jsonl", records)
+    data_files.write_amazon_meta(folder / f"meta_{CAT}.jsonl",
+                                 {a: (None if a in untitled else f"Game {a} &amp; more") for a in asins})
+    data_files.write_amazon_benchmark(folder, CAT, records)
     return folder, records, set(asins) - untitled
 
 
-def _amazon_reference(records, titled, min_train=1, min_eval=5):
-    return reference_rows(records, rating_above=3.0, rating_filter="targets", dedup=True, kcore=5,
-                          min_train=min_train, min_eval=min_eval, cuts=(VALID_FROM, TEST_FROM), cut_rule="from",
-                          titled=titled)
+def _amazon_reference(data_files, records, titled, min_train=1, min_eval=5):
+    return data_files.reference_rows(records, rating_above=3.0, rating_filter="targets", dedup=True, kcore=5,
+                                     min_train=min_train, min_eval=min_eval,
+                                     cuts=(data_files.VALID_FROM, data_files.TEST_FROM), cut_rule="from",
+                                     titled=titled)
 
 
-def test_amazon_benchmark_files_follow_the_notebooks(amazon, tmp_path):
+def test_amazon_benchmark_files_follow_the_notebooks(amazon, tmp_path, data_files):
     folder, records, titled = amazon
     data = load_dataset({"name": "amazon2023-video-games", "raw_dir": str(folder)}, tmp_path)
-    expected = _amazon_reference(records, titled)
+    expected = _amazon_reference(data_files, records, titled)
     assert all(len(expected[s]) > 10 for s in expected)  # the fixture exercises every split
-    assert rows_as_tuples(data) == expected
+    assert data_files.rows_as_tuples(data) == expected
     assert data.params["notes"]["amazon_files"] == "benchmark"
-    assert data.params["dataset"]["split"] == {"method": "absolute", "valid_from": VALID_FROM, "test_from": TEST_FROM}
+    assert data.params["dataset"]["split"] == {"method": "absolute", "valid_from": data_files.VALID_FROM, "test_from": data_files.TEST_FROM}
     # Ratings <= 3 stay in histories (only targets are filtered), so some history item was never a target.
     targets = set(data.train.target) | set(data.valid.target) | set(data.test.target)
     seq_items = set(data.train_sequences.items)
     assert seq_items - targets or len(seq_items) == len(targets)
 
 
-def test_amazon_raw_reviews_give_the_same_rows_as_the_benchmark_files(amazon, tmp_path):
+def test_amazon_raw_reviews_give_the_same_rows_as_the_benchmark_files(amazon, tmp_path, data_files):
     folder, records, titled = amazon
     spec = {"name": "amazon2023-video-games", "raw_dir": str(folder), "amazon_files": "reviews"}
     data = load_dataset(spec, tmp_path)
     assert data.params["notes"]["amazon_files"] == "reviews"
-    assert rows_as_tuples(data) == _amazon_reference(records, titled)
+    assert data_files.rows_as_tuples(data) == _amazon_reference(data_files, records, titled)
     bench = load_dataset({"name": "amazon2023-video-games", "raw_dir": str(folder)}, tmp_path)
     assert bench.content_hash == data.content_hash  # identical processed splits from both routes
     assert data.params["raw_files"].keys() == {"reviews", "meta"}
     assert bench.params["raw_files"].keys() == {"train", "valid", "test", "meta"}
 
 
-def test_amazon_software_preset_needs_ten_train_history_items(amazon, tmp_path):
+def test_amazon_software_preset_needs_ten_train_history_items(amazon, tmp_path, data_files):
     folder, records, titled = amazon
     raw = tmp_path / "raw"
     raw.mkdir()
     for path in folder.iterdir():  # the same files under the Software category's names
         (raw / path.name.replace(CAT, "Software")).write_bytes(path.read_bytes())
     data = load_dataset({"name": "amazon2023-software", "raw_dir": str(raw)}, tmp_path / "cache")
-    assert rows_as_tuples(data) == _amazon_reference(records, titled, min_train=10, min_eval=5)
+    assert data_files.rows_as_tuples(data) == _amazon_reference(data_files, records, titled, min_train=10, min_eval=5)
     assert data.train.history_len.min() >= 10
 
 
@@ -95,17 +85,17 @@ def test_amazon_meta_text_is_rendered_with_html_unescaped(amazon, tmp_path):
     assert "19.99" in prices and "None" not in prices  # the string "None" means no price
 
 
-def test_yelp_review_and_business_files(tmp_path):
+def test_yelp_review_and_business_files(tmp_path, data_files):
     raw = tmp_path / "yelp"
     raw.mkdir()
-    records = random_log(2, n_users=45, n_items=30, n=2600, t_lo=1_500_000_000, t_hi=1_600_000_000, tick=86_400)
+    records = data_files.random_log(2, n_users=45, n_items=30, n=2600, t_lo=1_500_000_000, t_hi=1_600_000_000, tick=86_400)
     names = {b: f"Cafe {b} &amp; Bar" for b in sorted({r["parent_asin"] for r in records})}
-    write_yelp(raw, records, names)
+    data_files.write_yelp(raw, records, names)
     data = load_dataset({"name": "yelp", "raw_dir": str(raw)}, tmp_path / "cache")
-    expected = reference_rows(records, rating_above=3.0, rating_filter="interactions", dedup=False, kcore=20,
+    expected = data_files.reference_rows(records, rating_above=3.0, rating_filter="interactions", dedup=False, kcore=20,
                               min_train=5, min_eval=5, cuts=(0.8, 0.9), cut_rule="after", titled=None)
     assert all(len(expected[s]) > 10 for s in expected)
-    assert rows_as_tuples(data) == expected
+    assert data_files.rows_as_tuples(data) == expected
     text = item_texts(data)[0]
     assert text == (f"The item information is as follows:\nname: Cafe {data.item_ids[1]} & Bar\ncity: Tucson\n"
                     "state: AZ\ncategories: Restaurants, Cafes")
@@ -113,11 +103,11 @@ def test_yelp_review_and_business_files(tmp_path):
     assert split["valid_after"] == pytest.approx(split["min"] + 0.8 * (split["max"] - split["min"]))
 
 
-def test_yelp_dates_are_utc_seconds(tmp_path):
+def test_yelp_dates_are_utc_seconds(tmp_path, data_files):
     raw = tmp_path / "yelp"
     raw.mkdir()
-    records = random_log(3, n_users=25, n_items=22, n=1500, t_lo=1_500_000_000, t_hi=1_600_000_000, tick=1)
-    write_yelp(raw, records, {r["parent_asin"]: "x" for r in records})
+    records = data_files.random_log(3, n_users=25, n_items=22, n=1500, t_lo=1_500_000_000, t_hi=1_600_000_000, tick=1)
+    data_files.write_yelp(raw, records, {r["parent_asin"]: "x" for r in records})
     data = load_dataset({"name": "yelp", "raw_dir": str(raw), "kcore": 2, "min_history_eval": 1}, tmp_path / "c")
     stamps = {r["timestamp"] for r in records}
     assert set(data.train.timestamp.tolist()) <= stamps

@@ -8,11 +8,11 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pytest
-from conftest import HARNESS, ROOT, tiny_study
 
 import harness.results as results
 from harness.cli import main
@@ -21,11 +21,14 @@ from harness.runner import RunOptions, StudyRunner
 from harness.store import RunLock
 from harness.study import load_study
 
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = [sys.executable, "-m", "harness.cli"]
+
 METRIC_COLUMNS = [f"{s}/{m}" for s in ("valid", "test") for m in ("ndcg@10", "ndcg@20", "recall@10", "recall@20")]
 
 
 @pytest.fixture(scope="module")
-def run(ray_local, tmp_path_factory, data_cache):
+def run(ray_local, tmp_path_factory, data_cache, tiny_study):
     """Study `exp`: base, ERL K=1 and a PRL trial that fails inside fit (max_len 5 is below the histories)."""
     root = tmp_path_factory.mktemp("export")
     raw = tiny_study(name="exp", methods=["base", {"name": "erl", "reasoning_steps": 1, "kl_lambda": 0.02},

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from conftest import ROOT
-from test_store import fake_output
 
 from harness.errors import ResourceError
 from harness.expand import expand
@@ -15,6 +15,8 @@ from harness.report.status import first_line, study_lines
 from harness.runner import resolve_resources
 from harness.store import Store
 from harness.study import Resources, load_study
+
+ROOT = Path(__file__).resolve().parent.parent
 
 NODE = "81f5dc406e3cb46cf0bd33db9111e320c36610a67920f6b49301292d"
 # Ray 2.60's error file after `kill -9` of the raylet running the trial (tests/test_cluster.py makes it)
@@ -67,7 +69,7 @@ def test_cpu_with_logical_gpus_refuses_what_would_hang(requested, cluster, probl
         resolve_resources(requested, "cpu-with-logical-gpus", *cluster)
 
 
-def test_status_counts_the_current_definition_names_nodes_and_earlier_members(tmp_path):
+def test_status_counts_the_current_definition_names_nodes_and_earlier_members(tmp_path, fake_output):
     base, erl, prl = expand(load_study(ROOT / "studies/quickstart.yaml"))
     store = Store(tmp_path / "r.duckdb")
     store.register_study("s", "s.yaml", 2, "grid", {}, [base.key, erl.key])
@@ -94,7 +96,7 @@ def test_status_counts_the_current_definition_names_nodes_and_earlier_members(tm
                          "[on host box, Ray node 81f5dc406e3c]")
 
 
-def test_status_of_a_search_never_reads_more_completed_than_planned(tmp_path):
+def test_status_of_a_search_never_reads_more_completed_than_planned(tmp_path, fake_output):
     base, erl, _ = expand(load_study(ROOT / "studies/quickstart.yaml"))
     store = Store(tmp_path / "r.duckdb")
     store.register_study("tpe", "t.yaml", 1, "optuna", {}, [])  # the budget was lowered to 1 sample

@@ -9,16 +9,26 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import HARNESS, ROOT, tiny_study
+import yaml
 
 from harness.expand import search_groups
 from harness.search import History, abandon_reasons, histories
 from harness.store import Store
 from harness.study import parse_study
+
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = [sys.executable, "-m", "harness.cli"]
+
+
+def tiny_study(**overrides) -> dict:
+    """A fresh copy of tests/conftest.py's tiny study (tiny_study.yaml); _group needs it outside a fixture."""
+    return {**yaml.safe_load((ROOT / "tests/tiny_study.yaml").read_text()), **overrides}
+
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 

@@ -1,7 +1,5 @@
 """Packed-prefix training: windows reproduce per-row histories; losses and gradients equal per-row."""
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,14 +10,11 @@ from rearec.model import ReaRecModel
 from rearec.packing import build_windows, make_batch, packed_batches
 from rearec.train import fit, train_step, train_step_packed
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny import tiny_data  # noqa: E402
-
 MAX_LEN = 6
 
 
 @pytest.fixture(scope="module")
-def data():
+def data(tiny_data):
     return tiny_data(n_users=40, max_len=MAX_LEN)
 
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HARNESS, ROOT, TINY_DATASET, tiny_study
 
 from harness.cli import main
 from harness.errors import EXIT_DATA_MISSING, StudyError
@@ -31,6 +30,9 @@ from harness.keys import TrialSpec, trial_key
 from harness.study import load_study, parse_study
 from rearec.config import MethodConfig, ModelConfig, TrainConfig
 from rearec.identity import Trial, applies, in_key
+
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = [sys.executable, "-m", "harness.cli"]
 
 
 def reference_key(dataset: DatasetRef, backbone: str, method: str, point: dict, seed: int) -> tuple[str, dict]:
@@ -78,9 +80,9 @@ def test_fast_expansion_gives_the_keys_and_settings_of_the_rule():
     assert len(keys) == 2
 
 
-def test_expansion_with_real_datasets_reuses_the_validated_configs(study_file):
+def test_expansion_with_real_datasets_reuses_the_validated_configs(study_file, tiny_dataset, tiny_study):
     raw = tiny_study(methods=["base", {"name": "prl", "reasoning_steps": [1, 2], "tau": [0.5, 1.0]}], seeds=[0, 1],
-                     datasets=[TINY_DATASET, {**TINY_DATASET, "min_history": 3}])
+                     datasets=[tiny_dataset, {**tiny_dataset, "min_history": 3}])
     study = load_study(study_file(raw))
     placeholder = expand(study)
     refs = [dataclasses.replace(r, content_hash=f"{r.index}" * 64) for r in placeholder_datasets(study)]
@@ -93,7 +95,7 @@ def test_expansion_with_real_datasets_reuses_the_validated_configs(study_file):
         assert t.key == reference_key(ref, "sasrec", t.method["name"], point, t.seed)[0]
 
 
-def test_size_is_counted_from_the_axes_without_expanding():
+def test_size_is_counted_from_the_axes_without_expanding(tiny_study):
     overall, sensitivity = (load_study(ROOT / f"studies/{n}.yaml") for n in ("overall", "sensitivity"))
     size = study_size(overall)
     assert size.total == 2520 == len(expand(overall))
@@ -114,7 +116,7 @@ def test_size_is_counted_from_the_axes_without_expanding():
     assert validate(tpe) == 14 and [g.budget(5) for g in search_groups(tpe)] == [2, 2, 5, 5]
 
 
-def _huge(name: str = "huge") -> dict:
+def _huge(tiny_study, name: str = "huge") -> dict:
     ten = [round(0.1 * (i + 1), 2) for i in range(10)]
     return tiny_study(name=name, methods=[{"name": "prl", "reasoning_steps": 2, "tau": ten, "alpha": ten,
                                            "gamma": ten}],
@@ -122,8 +124,8 @@ def _huge(name: str = "huge") -> dict:
                               "input_dropout": ten})
 
 
-def test_a_huge_study_is_refused_at_once_naming_its_axes(tmp_path, capsys):
-    study = parse_study(_huge(), "huge.yaml")
+def test_a_huge_study_is_refused_at_once_naming_its_axes(tmp_path, capsys, tiny_study):
+    study = parse_study(_huge(tiny_study), "huge.yaml")
     started = time.process_time()
     with pytest.raises(StudyError) as info:
         check_size(study)
@@ -133,7 +135,7 @@ def test_a_huge_study_is_refused_at_once_naming_its_axes(tmp_path, capsys):
     for axis in ("tau 10", "alpha 10", "gamma 10", "lr 10", "weight_decay 10", "dropout 10", "input_dropout 10"):
         assert axis in message
     assert "above the limit of 100,000 trials" in message and "--max-trials 10000000" in message
-    (tmp_path / "huge.yaml").write_text(json.dumps(_huge()))
+    (tmp_path / "huge.yaml").write_text(json.dumps(_huge(tiny_study)))
     started = time.monotonic()
     for command in ("plan", "run"):  # a subprocess: the real CLI, imports included
         result = subprocess.run([*HARNESS, command, "huge.yaml"], cwd=tmp_path, capture_output=True,
@@ -143,7 +145,7 @@ def test_a_huge_study_is_refused_at_once_naming_its_axes(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.yaml"]  # nothing written, no Ray
 
 
-def test_max_trials_moves_the_cap(tmp_path, data_cache, capsys, monkeypatch):
+def test_max_trials_moves_the_cap(tmp_path, data_cache, capsys, monkeypatch, tiny_study):
     from harness import runner
 
     (tmp_path / "s.yaml").write_text(json.dumps(tiny_study(seeds=[0, 1, 2])))  # 6 trials
@@ -168,7 +170,7 @@ def test_max_trials_moves_the_cap(tmp_path, data_cache, capsys, monkeypatch):
         runner.make_plan(study, runner.RunOptions(cache_dir=data_cache, max_trials=5), None, log=lambda _: None)
 
 
-def test_planning_ten_thousand_trials_is_fast(study_file, data_cache):
+def test_planning_ten_thousand_trials_is_fast(study_file, data_cache, tiny_study):
     ten = [round(0.1 * (i + 1), 2) for i in range(10)]
     raw = tiny_study(methods=[{"name": "prl", "reasoning_steps": 2, "tau": ten, "alpha": ten}],
                      params={**tiny_study()["params"], "lr": [0.001 * (i + 1) for i in range(10)]},
@@ -218,10 +220,10 @@ def test_plan_on_a_fresh_clone_counts_trials_and_names_the_missing_datasets(tmp_
     assert not (tmp_path / "results.duckdb").exists()
 
 
-def test_plan_with_some_datasets_prepared_resolves_those(tmp_path, capsys, data_cache):
+def test_plan_with_some_datasets_prepared_resolves_those(tmp_path, capsys, data_cache, tiny_dataset):
     (tmp_path / "raw-yelp").mkdir()
     code, out = _plan(capsys, tmp_path, ROOT / "studies/sensitivity.yaml", "--cache-dir", data_cache, "--set",
-                      f"datasets=[{json.dumps(TINY_DATASET)}, {{name: yelp, raw_dir: {tmp_path / 'raw-yelp'}}}]")
+                      f"datasets=[{json.dumps(tiny_dataset)}, {{name: yelp, raw_dir: {tmp_path / 'raw-yelp'}}}]")
     assert code == EXIT_DATA_MISSING, out
     assert "dataset synthetic:" in out and "users" in out  # the prepared one is resolved (and its keys known)
     assert "not prepared: 1 of 2 datasets (yelp)" in out and "yelp_academic_dataset_review.json: file not found" in out
@@ -276,8 +278,7 @@ def test_the_driver_store_keeps_its_connection_only_while_writes_follow(tmp_path
 
 def test_status_and_sql_read_while_a_driver_writes_back_to_back(tmp_path):
     writer = f"""
-import sys, time
-sys.path.insert(0, {str(ROOT)!r})
+import time
 from harness.expand import DatasetRef, make_trial
 from harness.store import Store
 store = Store({str(tmp_path / 'r.duckdb')!r}, linger=0.5)
@@ -290,7 +291,8 @@ while time.monotonic() < end:  # a write every 50 ms: the connection is never id
     time.sleep(0.05)
 store.close()
 """
-    process = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert process.stdout.readline().strip() == "writing"
         time.sleep(1.0)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import HARNESS, ROOT
-from test_report_views import FAILED, shared_db
 
 from harness.cli import main
 from harness.errors import HarnessError
@@ -20,10 +20,13 @@ from harness.report.variants import full_variant, labels
 from harness.store import Store, trial_row
 from harness.study import load_study
 
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = [sys.executable, "-m", "harness.cli"]
+
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory):
-    return shared_db(tmp_path_factory).path
+def db(report_db):
+    return report_db.path
 
 
 @pytest.fixture(scope="module")
@@ -74,17 +77,17 @@ def test_overall_csv_values_and_marks(demo):
     assert table.loc["base", "ndcg@20_ci95"] == pytest.approx(0.0248414, rel=1e-4)
 
 
-def test_missing_failed_and_running_cells_say_why(demo):
+def test_missing_failed_and_running_cells_say_why(demo, report_demo):
     folder = demo[0].parent
     text = demo[1]
     table = pd.read_csv(folder / "table2_overall_id.csv").set_index("variant")
-    assert table.loc["prl", "trials"].startswith("2/3: 1 failed (") and FAILED[2] in table.loc["prl", "trials"]
+    assert table.loc["prl", "trials"].startswith("2/3: 1 failed (") and report_demo.FAILED[2] in table.loc["prl", "trials"]
     assert table.loc["erl", "trials"] == "8/9: 1 running"
     assert table.loc["naive", "trials"] == "0/3: 3 pending" and pd.isna(table.loc["naive", "ndcg@20_mean"])
     assert "| Naive | – | pending | pending | pending | pending |" in text
     assert "21 planned · 16 completed · 1 failed · 1 running · 3 pending" in text and "partial" in text
     assert "the running ones were interrupted" in text  # no `harness run` holds the database
-    assert "| failed | synthetic | sasrec | +PRL | 2 | 2 |" in text and FAILED[2] in text
+    assert "| failed | synthetic | sasrec | +PRL | 2 | 2 |" in text and report_demo.FAILED[2] in text
     rows = pd.read_csv(folder / "trials_not_completed.csv")
     assert set(rows.status) == {"failed", "running"} and rows.error.str.contains("CUDA out of memory").any()
 

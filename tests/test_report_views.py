@@ -10,149 +10,14 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from harness.artifacts import EPOCH_COLUMNS, TrialOutput
-from harness.expand import expand
 from harness.report import stats
 from harness.report.views import create_views
 from harness.store import Store
-from harness.study import parse_study
-
-METRICS = ("ndcg@10", "ndcg@20", "recall@10", "recall@20")
-GROUPS = ["all", *(f"user:UG{g}" for g in range(4)), *(f"item:IG{g}" for g in range(4))]
-N_SAMPLES = 40
-
-DEMO = {
-    "name": "demo",
-    "description": "Hand-made results for the report tests.",
-    "datasets": ["synthetic"],
-    "backbones": ["sasrec"],
-    "methods": ["base",
-                {"name": "naive", "reasoning_steps": 2},  # planned, never run: pending
-                {"name": "erl", "reasoning_steps": 2, "kl_lambda": [0.0, 0.01, 0.1]},
-                {"name": "erl", "reasoning_steps": 1, "kl_lambda": 0.01},
-                {"name": "prl", "reasoning_steps": 2, "tau": 0.5, "alpha": 5.0}],
-    "params": {"hidden_size": 16},
-    "seeds": [0, 1, 2],
-    "selection": {"metric": "valid/ndcg@20"},
-}
-SENS = {"name": "sens", "datasets": ["synthetic"], "backbones": ["sasrec"], "seeds": [0],
-        "methods": [{"name": "prl", "reasoning_steps": 2, "tau": 0.5, "alpha": 5.0,
-                     "sensitivity": {"tau": [0.5, 1.0], "alpha": [2.0, 5.0]}}]}
-
-# Output NDCG@20 per (configuration, split) for seeds 0, 1, 2; other metrics are fixed multiples.
-# erl λ=0.1 is the best ERL on test but not on validation: it must never be selected.
-NDCG20 = {
-    ("base", None, 0, "valid"): [0.20, 0.21, 0.22], ("base", None, 0, "test"): [0.10, 0.11, 0.12],
-    ("erl", 0.0, 2, "valid"): [0.22, 0.22, 0.23], ("erl", 0.0, 2, "test"): [0.11, 0.115, 0.12],
-    ("erl", 0.01, 2, "valid"): [0.26, 0.27, 0.28], ("erl", 0.01, 2, "test"): [0.12, 0.13, 0.15],
-    ("erl", 0.1, 2, "valid"): [0.23, 0.24, 0.25], ("erl", 0.1, 2, "test"): [0.30, 0.31, 0.32],
-    ("erl", 0.01, 1, "valid"): [0.24, 0.25, 0.26], ("erl", 0.01, 1, "test"): [0.125, 0.125, 0.13],
-    ("prl", None, 2, "valid"): [0.25, 0.26, None], ("prl", None, 2, "test"): [0.14, 0.12, None],
-}
-SCALE = {"ndcg@10": 0.5, "ndcg@20": 1.0, "recall@10": 1.5, "recall@20": 2.0}
-SCALE_ERL = {**SCALE, "recall@20": 2.2}  # ERL gains more on R@20, so the Avg. column differs from each metric
-FAILED = ("prl", 2, "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB")
-RUNNING = ("erl", 0.1, 2)  # (method, kl_lambda, seed): started, not finished; its other seeds are complete
-
-
-def _cfg(spec):
-    m = spec.method
-    return m["name"], (m["kl_lambda"] if m["name"] == "erl" else None), m["reasoning_steps"]
-
-
-def metrics_frame(values: dict[str, float], k: int, scale: dict[str, float] = SCALE) -> pd.DataFrame:
-    """Rows for steps 0..K and the output (<NA>), every group; step s = output * (0.9 + 0.05 s), groups
-    UGg / IGg = output * (1 + 0.1 g)."""
-    rows = []
-    for split, v in values.items():
-        for step in [*range(k + 1), None]:
-            for group in GROUPS:
-                g = 0 if group == "all" else int(group[-1])
-                factor = (1.0 if step is None else 0.9 + 0.05 * step) * (1 + 0.1 * g if group != "all" else 1.0)
-                rows += [(split, step, group, m, v * scale[m] * factor) for m in METRICS]
-    frame = pd.DataFrame(rows, columns=["split", "step", "user_group", "metric", "value"])
-    frame["step"] = frame["step"].astype("Int64")
-    return frame
-
-
-def sample_ranks(seed: int, variant: str, k: int) -> np.ndarray:
-    """(N, K + 2) ranks: deterministic per (variant, seed); the last column is the output."""
-    rng = np.random.default_rng([seed, len(variant), k])
-    ranks = rng.integers(1, 40, size=(N_SAMPLES, k + 2))
-    if variant == "erl":
-        ranks[:, -1] = np.maximum(1, ranks[:, -1] - 5)  # the method's output ranks targets higher
-    return ranks
-
-
-def ranks_frame(ranks: np.ndarray) -> pd.DataFrame:
-    n, cols = ranks.shape
-    return pd.DataFrame({"split": "test", "sample": np.tile(np.arange(n), cols),
-                         "step": pd.array(list(np.repeat(np.arange(cols - 1), n)) + [None] * n, dtype="Int64"),
-                         "rank": ranks.T.reshape(-1)})
-
-
-def output(spec, values: dict[str, float]) -> TrialOutput:
-    name, _, k = _cfg(spec)
-    epochs = pd.DataFrame([[1, 1.0, 0.1, 0.2, 0.3, 0.4, 1.0, True]], columns=EPOCH_COLUMNS)
-    ranks = ranks_frame(sample_ranks(spec.seed, name, k)) if name in ("base", "erl") and _cfg(spec)[1] != 0.1 \
-        else pd.DataFrame(columns=["split", "sample", "step", "rank"])
-    sim = pd.DataFrame([("test", a, b, 1.0 if a == b else 0.5 + 0.1 * (a + b)) for a in range(k + 1)
-                        for b in range(k + 1)], columns=["split", "step_a", "step_b", "cosine"])
-    result = {"key": spec.key, "best_epoch": 1, "wall_seconds": 1.0, "n_parameters": 10, "device": "cpu",
-              "started_at": "2026-01-01T00:00:00", "finished_at": "2026-01-01T00:00:01", "env": {}}
-    scale = SCALE_ERL if name == "erl" else SCALE
-    return TrialOutput(result, epochs, metrics_frame(values, k, scale), ranks, sim)
-
-
-def build_db(path) -> Store:
-    """The demo and sens studies: completed, failed, running and pending trials, ranks, latency rows."""
-    store = Store(path)
-    demo = parse_study(DEMO, "studies/demo.yaml")
-    trials = expand(demo)
-    store.register_study("demo", "studies/demo.yaml", len(trials), "grid", DEMO, [t.key for t in trials])
-    for spec in trials:
-        name, lam, k = _cfg(spec)
-        if name == "naive":
-            continue
-        if (name, spec.seed) == FAILED[:2]:
-            store.mark_failed(spec, "demo", "Traceback (most recent call last):\n  ...\n" + FAILED[2])
-            continue
-        if (name, lam, spec.seed) == RUNNING:
-            store.mark_running(spec, "demo", "/runs/x", "cpu")
-            continue
-        values = {split: NDCG20[(name, lam, k, split)][spec.seed] for split in ("valid", "test")}
-        store.ingest(spec, "demo", output(spec, values), "/runs/x", {})
-    with store.connect() as con:
-        con.execute("CREATE TABLE IF NOT EXISTS latency(trial_key VARCHAR, split VARCHAR, cached BOOLEAN, "
-                    "seconds DOUBLE, rows INTEGER)")
-        for spec in trials:
-            name, lam, k = _cfg(spec)
-            if name in ("base", "prl") and spec.seed == 0:
-                for cached, seconds in ((True, 2.0 + 0.1 * k), (False, 2.0 + 0.5 * k)):
-                    con.execute("INSERT INTO latency VALUES (?, 'test', ?, ?, 1000)", [spec.key, cached, seconds])
-    sens = parse_study(SENS, "studies/sens.yaml")
-    sens_trials = expand(sens)
-    store.register_study("sens", "studies/sens.yaml", len(sens_trials), "grid", SENS, [t.key for t in sens_trials])
-    for spec in sens_trials:
-        m = spec.method
-        value = 0.1 + m["tau"] / 10 + m["alpha"] / 100
-        store.ingest(spec, "sens", output(spec, {"valid": value + 0.1, "test": value}), "/runs/y", {})
-    return store
-
-
-_SHARED: dict[str, Store] = {}
-
-
-def shared_db(tmp_path_factory) -> Store:
-    """One demo database per test session (the build tests use it too); tests that change it copy it first."""
-    if "store" not in _SHARED:
-        _SHARED["store"] = build_db(tmp_path_factory.mktemp("report") / "results.duckdb")
-    return _SHARED["store"]
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    store = shared_db(tmp_path_factory)
+def store(report_db):
+    store = report_db
     with store.connect() as con:
         create_views(con)
     return store
@@ -264,12 +129,12 @@ def _per_sample(ranks: np.ndarray, metric: str) -> np.ndarray:
     return np.where(ranks <= k, 1.0 / np.log2(ranks + 1) if metric.startswith("ndcg") else 1.0, 0.0)
 
 
-def test_paired_test_over_samples_matches_scipy(store):
+def test_paired_test_over_samples_matches_scipy(store, report_demo):
     row = q(store, "SELECT * FROM report_sample_tests WHERE study = 'demo' AND variant = 'erl' AND reference = 'base' "
                    "AND metric = 'ndcg@20'").iloc[0]
-    erl = np.mean([_per_sample(sample_ranks(s, "erl", 2)[:, -1], "ndcg@20") for s in range(3)], axis=0)
-    base = np.mean([_per_sample(sample_ranks(s, "base", 0)[:, -1], "ndcg@20") for s in range(3)], axis=0)
-    assert row.n_samples == N_SAMPLES and row.n_seeds == 3
+    erl = np.mean([_per_sample(report_demo.sample_ranks(s, "erl", 2)[:, -1], "ndcg@20") for s in range(3)], axis=0)
+    base = np.mean([_per_sample(report_demo.sample_ranks(s, "base", 0)[:, -1], "ndcg@20") for s in range(3)], axis=0)
+    assert row.n_samples == report_demo.N_SAMPLES and row.n_seeds == 3
     assert row.mean_diff == pytest.approx((erl - base).mean())
     assert row.sd_diff == pytest.approx((erl - base).std(ddof=1))
     ref = sps.ttest_rel(erl, base)
@@ -291,12 +156,12 @@ def test_paired_t_edge_cases():
     assert stats.paired_t_test(a, b) == pytest.approx(tuple(sps.ttest_rel(a, b)))
 
 
-def test_oracle_step_from_sample_ranks(store):
+def test_oracle_step_from_sample_ranks(store, report_demo):
     row = q(store, "SELECT * FROM report_oracle WHERE study = 'demo' AND variant = 'erl' AND metric = 'ndcg@20'").iloc[0]
-    ranks = [sample_ranks(s, "erl", 2) for s in range(3)]
+    ranks = [report_demo.sample_ranks(s, "erl", 2) for s in range(3)]
     oracle = np.mean([_per_sample(r[:, :-1].min(1), "ndcg@20").mean() for r in ranks])
     out = np.mean([_per_sample(r[:, -1], "ndcg@20").mean() for r in ranks])
-    assert row.n == 3 and row.n_samples == N_SAMPLES
+    assert row.n == 3 and row.n_samples == report_demo.N_SAMPLES
     assert row.oracle_mean == pytest.approx(oracle) and row.output_mean == pytest.approx(out)
     shares = q(store, "SELECT step, share FROM report_oracle_steps WHERE study = 'demo' AND variant = 'erl' "
                       "ORDER BY step")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import tiny_study
 
 from harness.errors import ResourceError
 from harness.runner import RunOptions, StudyRunner, resolve_resources
@@ -46,7 +45,7 @@ def run(study_file, raw, tmp_path: Path, data_cache: Path, **options):
     return summary, lines, Store(tmp_path / "results.duckdb", read_only=True)
 
 
-def test_grid_run_retries_records_failures_and_resumes(ray_local, study_file, tmp_path, data_cache, capsys):
+def test_grid_run_retries_records_failures_and_resumes(ray_local, study_file, tmp_path, data_cache, capsys, tiny_study):
     # prl with max_len 5 fails inside fit (the data's histories are longer); the two others complete.
     raw = tiny_study(methods=["base", {"name": "erl", "reasoning_steps": 1},
                               {"name": "prl", "reasoning_steps": 1, "max_len": 5}],
@@ -90,7 +89,7 @@ def test_grid_run_retries_records_failures_and_resumes(ray_local, study_file, tm
     assert link.is_symlink() and (link / "result.json").exists()
 
 
-def test_device_cuda_without_gpu_fails_before_launching(ray_local, study_file, tmp_path, data_cache):
+def test_device_cuda_without_gpu_fails_before_launching(ray_local, study_file, tmp_path, data_cache, tiny_study):
     with pytest.raises(ResourceError, match="no GPUs"):
         run(study_file, tiny_study(name="gpu", resources={"cpu": 1, "gpu": 0.25}), tmp_path, data_cache,
             device="cuda")
@@ -99,7 +98,7 @@ def test_device_cuda_without_gpu_fails_before_launching(ray_local, study_file, t
     assert not (tmp_path / "runs" / "gpu").exists()
 
 
-def test_asha_prunes_poor_trials_and_records_them(ray_local, study_file, tmp_path, data_cache):
+def test_asha_prunes_poor_trials_and_records_them(ray_local, study_file, tmp_path, data_cache, tiny_study):
     # two good learning rates first, then two hopeless ones: ASHA stops the latter at its first rung
     raw = tiny_study(name="asha", methods=["base"], concurrency=2, asha={"grace_period": 1, "reduction_factor": 2},
                      params={**tiny_study()["params"], "max_epochs": 3, "patience": 3,
@@ -116,7 +115,7 @@ def test_asha_prunes_poor_trials_and_records_them(ray_local, study_file, tmp_pat
     assert {1e-7, 2e-7} <= lrs, "\n".join(lines)  # (a good one may also lose at the second rung)
 
 
-def test_optuna_search_uses_its_budget_and_resumes_with_earlier_results(ray_local, study_file, tmp_path, data_cache):
+def test_optuna_search_uses_its_budget_and_resumes_with_earlier_results(ray_local, study_file, tmp_path, data_cache, tiny_study):
     raw = tiny_study(name="tpe", methods=[{"name": "erl", "reasoning_steps": 1,
                                            "kl_lambda": {"low": 0.001, "high": 0.1, "log": True}}],
                      search={"algorithm": "optuna", "num_samples": 3, "seed": 1},
@@ -151,7 +150,7 @@ def test_progress_line_counts_best_and_eta():
 
 
 def test_a_ray_tune_abort_keeps_results_and_exits_3(ray_local, study_file, tmp_path, data_cache, monkeypatch,
-                                                    capsys):
+                                                    capsys, tiny_study):
     import harness.runner as runner_module
     from harness.cli import main
 

@@ -1,7 +1,5 @@
 """Item scoring: UniSRec ranks by cosine / 0.07 in training, every step loss and evaluation; dot elsewhere."""
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,18 +12,10 @@ from rearec.model import ReaRecModel
 from rearec.objectives import Scoring
 from rearec.train import train_step
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny import tiny_data  # noqa: E402
-
 N_ITEMS = 30
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def features(seed=0):
@@ -104,7 +94,7 @@ def test_unisrec_training_loss_uses_cosine(method):
 
 
 @pytest.mark.parametrize("method", ["rpe", "erl"])
-def test_evaluation_ranks_unisrec_by_cosine(method):
+def test_evaluation_ranks_unisrec_by_cosine(method, tiny_data):
     data = tiny_data(n_users=20, n_items=N_ITEMS, max_len=8)
     model, m = make(method=method)
     ev = evaluate(model, m, data.test, data.item_popularity(), batch_size=7)
@@ -122,7 +112,7 @@ def test_evaluation_ranks_unisrec_by_cosine(method):
     assert not np.array_equal(ev.ranks, dot_ranks)  # the two scorings rank differently here
 
 
-def test_latency_runs_with_cosine_scoring():
+def test_latency_runs_with_cosine_scoring(tiny_data):
     data = tiny_data(n_users=10, n_items=N_ITEMS, max_len=8)
     model, m = make(method="prl")
     assert time_inference(model, m, data.test, batch_size=4) > 0.0

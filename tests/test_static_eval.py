@@ -1,7 +1,5 @@
 """Static-shape inference: fixed batch (last padded), bucketed widths, CUDA-graph replay == the eager path."""
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,14 +13,11 @@ from rearec.latency import time_inference
 from rearec.model import ReaRecModel
 from rearec.static import check_rows, graph_count, static_batches, width_buckets
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny import tiny_data  # noqa: E402
-
 CUDA = torch.cuda.is_available()
 
 
 @pytest.fixture(scope="module")
-def data():
+def data(tiny_data):
     return tiny_data()
 
 

@@ -5,39 +5,23 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
 
-from harness.artifacts import EPOCH_COLUMNS, TrialOutput
 from harness.errors import HarnessError, StoreBusyError
 from harness.expand import expand
-from harness.store import TRIAL_COLUMNS, RunLock, Store, variant
+from harness.store import SCHEMA_VERSION, TRIAL_COLUMNS, RunLock, Store, variant
 from harness.study import load_study
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def trials():
     return expand(load_study(ROOT / "studies/quickstart.yaml"))  # base, erl, prl
-
-
-def fake_output(key: str, k: int = 2, n: int = 5) -> TrialOutput:
-    epochs = pd.DataFrame([[e, 1.0 / e, 0.1, 0.2, 0.3, 0.4, 0.5, e == 2] for e in (1, 2)], columns=EPOCH_COLUMNS)
-    steps = [*range(k + 1), None]
-    metrics = pd.DataFrame([(split, s, g, m, 0.1) for split in ("valid", "test") for s in steps
-                            for g in ("all", "user:UG0") for m in ("ndcg@10", "ndcg@20")],
-                           columns=["split", "step", "user_group", "metric", "value"])
-    metrics["step"] = metrics["step"].astype("Int64")
-    ranks = pd.DataFrame({"split": "test", "sample": np.tile(np.arange(n), k + 2),
-                          "step": pd.array(np.repeat(steps, n), dtype="Int64"), "rank": np.arange(n * (k + 2))})
-    sim = pd.DataFrame({"split": "test", "step_a": [0, 0], "step_b": [0, 1], "cosine": [1.0, 0.5]})
-    result = {"key": key, "best_epoch": 2, "wall_seconds": 1.5, "n_parameters": 10, "device": "cpu",
-              "started_at": "2026-01-01T00:00:00", "finished_at": "2026-01-01T00:00:02", "env": {"host": "h"},
-              "latency": [{"split": "test", "cached": c, "seconds": 0.5, "rows": n} for c in (True, False)]}
-    return TrialOutput(result, epochs, metrics, ranks, sim)
 
 
 def counts(store: Store) -> dict[str, int]:
@@ -62,7 +46,7 @@ def test_schema_has_the_documented_names(tmp_path):
     assert by_table["latency"] == ["trial_key", "split", "cached", "seconds", "rows"]
 
 
-def test_ingest_twice_changes_nothing(tmp_path, trials):
+def test_ingest_twice_changes_nothing(tmp_path, trials, fake_output):
     store = Store(tmp_path / "r.duckdb")
     erl = trials[1]
     store.ingest(erl, "s", fake_output(erl.key), "/runs/s/x", {"git": {"revision": "abc"}})
@@ -81,7 +65,7 @@ def test_ingest_twice_changes_nothing(tmp_path, trials):
     assert store.query("SELECT count(*) AS n FROM metrics WHERE step IS NULL")["n"][0] == 2 * 2 * 2
 
 
-def test_status_transitions_never_lose_a_completed_result(tmp_path, trials):
+def test_status_transitions_never_lose_a_completed_result(tmp_path, trials, fake_output):
     store = Store(tmp_path / "r.duckdb")
     base, erl, prl = trials
     store.register_study("s", "s.yaml", 3, "grid", {}, [t.key for t in trials])
@@ -152,12 +136,13 @@ def test_report_views_exist_in_a_new_database(tmp_path):
 
 
 def test_an_older_database_gains_the_new_columns_and_keeps_its_rows(tmp_path, trials):
-    # a schema-1 database as the harness wrote it before trials.host/node_id/peak_gpu_bytes and
-    # study_trials.in_definition existed: today's schema without them
+    # a schema-1 database as the harness wrote it before trials.host/node_id/peak_gpu_bytes,
+    # study_trials.in_definition and the cost columns (schema 3) existed: today's schema without them
     db = tmp_path / "old.duckdb"
     Store(db)
     con = duckdb.connect(str(db))
     for table, column in (("trials", "host"), ("trials", "node_id"), ("trials", "peak_gpu_bytes"),
+                          ("trials", "cpu_seconds"), ("trials", "gpu_seconds"), ("trials", "trial_seconds"),
                           ("study_trials", "in_definition")):
         con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     con.execute("UPDATE schema_info SET version = 1")
@@ -168,14 +153,15 @@ def test_an_older_database_gains_the_new_columns_and_keeps_its_rows(tmp_path, tr
     row = store.query("SELECT * FROM trials").iloc[0]
     assert row.trial_key == "k1" and row.status == "completed"
     assert pd.isna(row.host) and pd.isna(row.node_id) and pd.isna(row.peak_gpu_bytes)
+    assert pd.isna(row.cpu_seconds) and pd.isna(row.gpu_seconds) and pd.isna(row.trial_seconds)
     assert store.query("SELECT * FROM study_trials").to_dict("records") == [
         {"study": "s", "trial_key": "k1", "in_definition": True}]
-    assert store.query("SELECT version FROM schema_info").version.tolist() == [2]
+    assert store.query("SELECT version FROM schema_info").version.tolist() == [SCHEMA_VERSION] == [3]
     Store(db)  # opening again is a no-op
     assert len(store.query("SELECT * FROM trials")) == 1
 
 
-def test_a_redefined_study_keeps_earlier_members_outside_its_definition(tmp_path, trials):
+def test_a_redefined_study_keeps_earlier_members_outside_its_definition(tmp_path, trials, fake_output):
     store = Store(tmp_path / "r.duckdb")
     base, erl, prl = trials
     store.register_study("s", "s.yaml", 2, "grid", {}, [base.key, erl.key])

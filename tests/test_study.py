@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
-from conftest import ROOT, tiny_study
 
 from harness.errors import StudyError
 from harness.expand import DatasetRef, expand, make_trial, placeholder_datasets, resolve_point, search_groups
 from harness.keys import TrialSpec, canonical_json, trial_key
 from harness.study import PARAMS, Choice, Range, load_study, parse_study
 from rearec.identity import key_view
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_parameter_names_are_unique_across_config_sections():
@@ -47,7 +49,7 @@ def test_sensitivity_study_is_one_at_a_time_as_in_the_paper():
     assert len(trials) == 32 and len({t.key for t in trials}) == 32
 
 
-def test_grid_product_seeds_and_base_ignores_study_wide_k(study_file):
+def test_grid_product_seeds_and_base_ignores_study_wide_k(study_file, tiny_study):
     raw = tiny_study(methods=["base", "erl", "prl"], seeds=[0, 1],
                      params={**tiny_study()["params"], "reasoning_steps": [1, 2], "lr": [0.001, 0.01]})
     trials = expand(load_study(study_file(raw)))
@@ -58,14 +60,14 @@ def test_grid_product_seeds_and_base_ignores_study_wide_k(study_file):
     assert len(trials) == 4 + 8 + 8
 
 
-def test_method_entry_overrides_study_params(study_file):
+def test_method_entry_overrides_study_params(study_file, tiny_study):
     raw = tiny_study(methods=[{"name": "erl", "reasoning_steps": 1, "max_epochs": 3}])
     (trial,) = expand(load_study(study_file(raw)))
     assert trial.train["max_epochs"] == 3 and trial.model["hidden_size"] == 16
     assert trial.train["selection_metric"] == "ndcg@20"
 
 
-def test_set_overrides_are_typed_yaml(study_file):
+def test_set_overrides_are_typed_yaml(study_file, tiny_study):
     path = study_file(tiny_study())
     study = load_study(path, ["params.max_epochs=5", "methods[1].kl_lambda=1e-3", "seeds=[3, 4]",
                               "resources.gpu=0.5", "name=other"])
@@ -83,7 +85,7 @@ def test_set_overrides_are_typed_yaml(study_file):
     ("nonsense", "nonsense", "expected KEY=VALUE"),
     ("params.lr=[1, 2", "params.lr", "YAML"),
 ])
-def test_bad_overrides_name_the_key(study_file, override, where, problem):
+def test_bad_overrides_name_the_key(study_file, override, where, problem, tiny_study):
     with pytest.raises(StudyError) as info:
         load_study(study_file(tiny_study()), [override])
     assert where in str(info.value) and problem in str(info.value)
@@ -120,7 +122,7 @@ BAD_STUDIES = [
 
 
 @pytest.mark.parametrize("mutation, where, problem", BAD_STUDIES)
-def test_bad_study_errors_name_file_key_and_problem(study_file, mutation, where, problem):
+def test_bad_study_errors_name_file_key_and_problem(study_file, mutation, where, problem, tiny_study):
     path = study_file(tiny_study(**mutation))
     with pytest.raises(StudyError) as info:
         study = load_study(path)
@@ -147,7 +149,7 @@ def test_exponent_floats_without_a_dot_are_numbers(study_file):
     assert study.params == {"lr": 0.001, "weight_decay": 5e-5}
 
 
-def test_trial_key_ignores_study_name_and_file_location(study_file):
+def test_trial_key_ignores_study_name_and_file_location(study_file, tiny_study):
     a = expand(load_study(study_file(tiny_study(name="one"), "a.yaml")))
     b = expand(load_study(study_file(tiny_study(name="two", methods=["base"]), "b.yaml")))
     assert b[0].key == a[0].key  # the same trial in two studies is one trial
@@ -177,7 +179,7 @@ def test_trial_spec_round_trip_checks_its_key():
     assert canonical_json({"b": (1, 2.5), "a": None}) == '{"a":null,"b":[1,2.5]}'
 
 
-def test_optuna_groups_spaces_and_resolution(study_file):
+def test_optuna_groups_spaces_and_resolution(study_file, tiny_study):
     raw = tiny_study(search={"algorithm": "optuna", "num_samples": 4}, seeds=[0, 1],
                      methods=[{"name": "erl", "reasoning_steps": {"values": [1, 2]},
                                "kl_lambda": {"low": 0.001, "high": 0.1, "log": True}}],

@@ -8,16 +8,19 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import HARNESS, ROOT, tiny_study
 
 from harness.names import run_name, study_names, varied_settings
 from harness.runner import RunOptions, StudyRunner
 from harness.study import load_study
 from harness.tensorboard import build_logdir, study_runs
+
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = [sys.executable, "-m", "harness.cli"]
 
 
 def flat(method: str, key: str, **settings) -> tuple[str, dict]:
@@ -56,7 +59,7 @@ def test_names_are_safe_directory_names_and_bounded():
 
 
 @pytest.fixture(scope="module")
-def two_studies(ray_local, tmp_path_factory, data_cache):
+def two_studies(ray_local, tmp_path_factory, data_cache, tiny_study):
     """`names` (base + ERL with two lambdas) and `other` (the same base trial + PRL), one runs folder."""
     root = tmp_path_factory.mktemp("names")
     options = RunOptions(db=root / "results.duckdb", runs=root / "runs", cache_dir=data_cache)

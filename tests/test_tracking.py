@@ -11,7 +11,6 @@ import sys
 import duckdb
 import pandas as pd
 import pytest
-from conftest import tiny_study
 
 from harness.cli import main
 from harness.runner import RunOptions, StudyRunner
@@ -56,7 +55,7 @@ def sql(root, query: str) -> pd.DataFrame:
         return con.execute(query).df()
 
 
-def test_mlflow_runs_per_trial_nested_under_the_study_without_duplicates(ray_local, tmp_path, data_cache):
+def test_mlflow_runs_per_trial_nested_under_the_study_without_duplicates(ray_local, tmp_path, data_cache, tiny_study):
     # 1. a run without --mlflow; 2. --mlflow logs those trials after the fact (nothing re-trains)
     run_study(tmp_path, data_cache, tiny_study(name="trk", methods=["base", ERL]), mlflow=False)
     assert not (tmp_path / "mlruns").exists()
@@ -115,7 +114,7 @@ def test_mlflow_runs_per_trial_nested_under_the_study_without_duplicates(ray_loc
         {run_id for run_id, _ in before} - {erl.info.run_id} | {after[erl_key].info.run_id})
 
 
-def test_mlflow_flag_without_the_package_exits_2_before_any_work(tmp_path, monkeypatch, capsys):
+def test_mlflow_flag_without_the_package_exits_2_before_any_work(tmp_path, monkeypatch, capsys, tiny_study):
     (tmp_path / "s.yaml").write_text(json.dumps(tiny_study(name="nomlflow")))
     monkeypatch.setitem(sys.modules, "mlflow", None)  # what Python does for a package that is not installed
     monkeypatch.chdir(tmp_path)
@@ -124,7 +123,7 @@ def test_mlflow_flag_without_the_package_exits_2_before_any_work(tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]  # no database, runs, mlruns or cache
 
 
-def test_unreachable_tracking_store_exits_3_before_launching(tmp_path, data_cache, capsys):
+def test_unreachable_tracking_store_exits_3_before_launching(tmp_path, data_cache, capsys, tiny_study):
     blocker = tmp_path / "afile"
     blocker.write_text("not a folder")
     (tmp_path / "s.yaml").write_text(json.dumps(tiny_study(name="badstore", methods=["base"])))

@@ -6,7 +6,6 @@ import dataclasses
 import json
 
 import pytest
-from conftest import tiny_study
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from harness.artifacts import read_output, trial_dir
@@ -17,7 +16,7 @@ from harness.trial import execute
 
 
 @pytest.fixture(scope="module")
-def erl_trial(tmp_path_factory, data_cache):
+def erl_trial(tmp_path_factory, data_cache, tiny_study):
     path = tmp_path_factory.mktemp("study") / "s.yaml"
     path.write_text(json.dumps(tiny_study(methods=[{"name": "erl", "reasoning_steps": 2}])))
     study = load_study(path)

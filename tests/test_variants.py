@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT
-from test_report_views import output
 
 from harness.expand import expand
 from harness.report import build_report
@@ -19,6 +18,8 @@ from harness.report.tables import variant_label
 from harness.report.variants import SETTINGS, full_variant, labels, split_variant
 from harness.store import Store, trial_row, variant
 from harness.study import load_study, parse_study
+
+ROOT = Path(__file__).resolve().parent.parent
 
 GRID = {"name": "grid", "datasets": ["synthetic"], "backbones": ["sasrec", "bert4rec", "unisrec"], "seeds": [0],
         "methods": ["base",
@@ -89,13 +90,13 @@ VALUES = {("base", "paper"): ((0.20, 0.21), (0.10, 0.11)), ("erl", "paper"): ((0
 
 
 @pytest.fixture(scope="module")
-def two(tmp_path_factory):
+def two(tmp_path_factory, report_demo):
     store = Store(tmp_path_factory.mktemp("two") / "r.duckdb")
     trials = expand(parse_study(TWO, "two.yaml"))
     store.register_study("two", "two.yaml", len(trials), "grid", TWO, [t.key for t in trials])
     for spec in trials:
         valid, test = VALUES[(spec.method["name"], spec.method["formulation"])]
-        store.ingest(spec, "two", output(spec, {"valid": valid[spec.seed], "test": test[spec.seed]}), "/runs/t", {})
+        store.ingest(spec, "two", report_demo.output(spec, {"valid": valid[spec.seed], "test": test[spec.seed]}), "/runs/t", {})
     return store
 
 

@@ -1,6 +1,7 @@
-"""SQL views (and two macros) the reports are built from, created idempotently in the results database.
+"""SQL views (and the macros in MACROS) the reports are built from, created idempotently in the results
+database.
 
-Every number in a report comes from these views, so `harness sql "SELECT * FROM report_overall WHERE
+Every number in a report comes from these views, so `harness sql "SELECT * FROM report_best_results WHERE
 study = 'overall'"` shows what the report shows. Conventions: `step IS NULL` is the method's own output
 (mean-pooled states for ERL, the last step otherwise), steps 0..K are the individual reasoning steps;
 `user_group = 'all'` is the whole split. A "configuration" (`config_id`) is a trial's resolved settings
@@ -16,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from rearec.config import METRICS
+from rearec.config import METHOD_TRAITS, METRICS
 
 from .adaptive_fast import seeds_frame
 from .adaptive_views import ADAPTIVE_NEEDS, ADAPTIVE_VIEWS
@@ -75,6 +76,9 @@ MACROS = {
 _BEST = """SELECT *, count(*) OVER (PARTITION BY {keys}) AS n_candidates FROM report_scores
     QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY valid_score DESC, n_seeds DESC, config_id) = 1"""
 _VARIANT = "study, dataset, backbone, variant"
+# (full method, its ablation) pairs of METHOD_TRAITS as SQL tuples: ('erl', 'erl w/o KL'), ('prl', 'prl w/o RCL')
+ABLATION_PAIRS = ", ".join(f"('{name}', '{name} {t.ablation.label}')"
+                           for name, t in METHOD_TRAITS.items() if t.ablation is not None)
 
 # name -> (what it holds, SELECT). Order matters: later views read earlier ones.
 VIEWS: dict[str, tuple[str, str]] = {
@@ -130,11 +134,11 @@ VIEWS: dict[str, tuple[str, str]] = {
         FROM report_best_by_k b JOIN report_configs c USING (study, config_id) WHERE c.split = 'test'"""),
     "report_comparisons": ("which variant is compared with which: every variant with a Base, the full ERL / PRL "
                            "with their ablations; among references of the same kind, the one with the same "
-                           "model settings (training, scoring, ...) and then the same method settings wins", """
+                           "model settings (training, scoring, ...) and then the same method settings wins", f"""
         SELECT b.study, b.dataset, b.backbone, b.variant, r.variant AS reference
         FROM report_best b JOIN report_best r USING (study, dataset, backbone)
         WHERE (r.method_variant = 'base' AND b.method_variant <> 'base')
-           OR (b.method_variant, r.method_variant) IN (('erl', 'erl w/o KL'), ('prl', 'prl w/o RCL'))
+           OR (b.method_variant, r.method_variant) IN ({ABLATION_PAIRS})
         QUALIFY row_number() OVER (
             PARTITION BY b.study, b.dataset, b.backbone, b.variant, r.method_variant
             ORDER BY (r.model_setting = b.model_setting) DESC, (r.method_setting = b.method_setting) DESC,
