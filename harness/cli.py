@@ -110,6 +110,8 @@ def cmd_plan(args) -> int:
     _out(f"  resources per trial: {res.cpu:g} CPU, {res.gpu:g} GPU; concurrency: "
          f"{study.concurrency or 'as many as fit'}; selection: {study.metric} (max)"
          + ("; ASHA early stopping" if study.asha else ""))
+    for line in _estimate_lines(study, plan, store, args):
+        _out(line)
     if args.list and plan.trials:
         import pandas as pd
 
@@ -129,6 +131,29 @@ def cmd_plan(args) -> int:
             _out(f"      {m.how}")
         return EXIT_DATA_MISSING
     return EXIT_OK
+
+
+def _estimate_lines(study, plan, store, args) -> list[str]:
+    """`harness plan`'s cost estimate of the trials still to run (harness/cost.py): one query in all."""
+    from .cost import at_once, estimate, plan_lines, size_of, trial_size, wanted_frame
+    from .expand import make_trial
+    from .study import Choice
+
+    if study.search.algorithm == "grid":
+        rows = [trial_size(t) for t in plan.to_run]
+    else:  # an Optuna search's samples share its pinned size; a searched size field matches any value
+        rows = []
+        for group, points, _ in plan.groups:
+            left = group.budget(study.search.num_samples) - len(points)
+            if left > 0:
+                first = {k: (d.values[0] if isinstance(d, Choice) else d.low) for k, d in group.space.items()}
+                spec = make_trial(group.dataset, group.backbone, group.entry.name, {**group.pinned, **first},
+                                  group.seed, study.selection.name)
+                rows += [size_of(spec.model, spec.method, group.dataset.content_hash, group.space)] * left
+    est = estimate(store, wanted_frame(rows))
+    res = study.resources
+    slots, assumption = at_once(res.cpu, res.gpu, study.concurrency, est.to_run, args.cpus, args.gpus)
+    return plan_lines(est, slots, assumption, no_db=store is None)
 
 
 def cmd_status(args) -> int:
@@ -243,6 +268,16 @@ def _count(minimum: int):
     return parse
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -284,9 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
     # Tests only (hidden): Ray schedules GPU requests on GPUs a CPU node merely declares, trials run on CPU.
     p.add_argument("--cpu-with-logical-gpus", action="store_true", help=argparse.SUPPRESS)
 
-    p = command("plan", cmd_plan, "validate a study and print its trial count, what is complete and the resources")
+    p = command("plan", cmd_plan, "validate a study and print its trial count, what is complete, the resources and "
+                                  "an estimate of the compute and wall time still to spend")
     study_args(p)
     p.add_argument("--list", action="store_true", help="list every trial with its status")
+    p.add_argument("--cpus", type=_count(1), metavar="N",
+                   help="CPUs of the cluster that will run the study, for the wall-time estimate "
+                        "(default: this machine's)")
+    p.add_argument("--gpus", type=_positive, metavar="N",
+                   help="GPUs of that cluster, for the wall-time estimate of a study that asks for GPUs")
 
     p = command("status", cmd_status, "per-study progress and failures with their errors")
     p.add_argument("study", nargs="?", help="only this study")

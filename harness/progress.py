@@ -124,7 +124,9 @@ def pruned_output(spec: TrialSpec, reports: list[dict[str, Any]], device: str, s
     last = reports[-1] if reports else {}
     result = {"key": spec.key, "best_epoch": best_epoch, "wall_seconds": float(epochs["seconds"].sum()),
               "device": device, "started_at": started, "finished_at": utcnow().isoformat(),
-              "host": last.get("host", last.get("hostname")), "node_id": last.get("node_id")}
+              "host": last.get("host", last.get("hostname")), "node_id": last.get("node_id"),
+              # its cost up to the last report (harness/cost.py; absent from older workers' reports)
+              **{k: last.get(k) for k in ("cpu_seconds", "gpu_seconds", "trial_seconds")}}
     return TrialOutput(result, epochs, empty, pd.DataFrame(columns=["split", "sample", "step", "rank"]),
                        pd.DataFrame(columns=["split", "step_a", "step_b", "cosine"]))
 

@@ -346,7 +346,8 @@ class StudyRunner:
             self.out(f"resources per trial: {resources.cpu:g} CPU, {resources.gpu:g} GPU; device {device}; "
                      f"concurrency {options.concurrency or study.concurrency or 'as many as fit'}")
             context = {"study": study.name, "runs": str(options.runs.absolute()), "device": device,
-                       "cache_dir": str(options.cache_dir.absolute()), "threads": max(1, int(resources.cpu))}
+                       "cache_dir": str(options.cache_dir.absolute()), "threads": max(1, int(resources.cpu)),
+                       "gpu_fraction": resources.gpu}  # weights each trial's gpu_seconds (harness/cost.py)
             progress = Progress(plan.remaining, study.metric, out=self.out)
             callback = StudyCallback(store, study.name, options.runs.absolute(), device, env, resolve, progress, self.out)
 

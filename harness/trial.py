@@ -30,6 +30,7 @@ from .artifacts import (
     write_json,
     write_parquet,
 )
+from .cost import Meter
 from .keys import TrialSpec
 from .store import utcnow
 
@@ -88,11 +89,14 @@ def trial_env(device: str) -> dict[str, Any]:
 
 def execute(spec: TrialSpec, out_dir: str | Path, cache_dir: str = "data", device: str = "cpu",
             threads: int | None = None, report: Callable[[dict], None] | None = None,
-            where: dict[str, Any] | None = None) -> TrialOutput:
+            where: dict[str, Any] | None = None, gpu_fraction: float | None = None) -> TrialOutput:
     """Train and evaluate one trial, writing TensorBoard events and result files into ``out_dir``.
 
     ``where``: the Ray placement of this attempt (node_id, the GPU ids Ray granted); it goes into
-    `trial.json` at the start, so the driver knows where a trial ran even when its node dies mid-trial."""
+    `trial.json` at the start, so the driver knows where a trial ran even when its node dies mid-trial.
+    ``gpu_fraction``: the share of a GPU Ray granted (the study's resources.gpu) that weights gpu_seconds on
+    CUDA; None on CUDA means the whole device (see harness.cost)."""
+    meter = Meter(device.startswith("cuda"), gpu_fraction)  # first: the trial's own CPU and wall time from here
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
@@ -130,7 +134,8 @@ def execute(spec: TrialSpec, out_dir: str | Path, cache_dir: str = "data", devic
         if report is not None:  # an ASHA stop ends the thread inside this call (Ray raises SystemExit)
             report({"epoch": log.epoch, "train_loss": log.train_loss, "epoch_seconds": log.seconds,
                     **{f"valid/{m}": log.valid[m] for m in METRICS}, f"best_valid/{metric}": best,
-                    "trial_key": spec.key, "host": where["host"], "node_id": where["node_id"]})
+                    "trial_key": spec.key, "host": where["host"], "node_id": where["node_id"],
+                    **{k: v for k, v in meter.figures().items() if v is not None}})  # so far: a pruned trial's cost
         return False
 
     try:
@@ -164,6 +169,9 @@ def execute(spec: TrialSpec, out_dir: str | Path, cache_dir: str = "data", devic
               "peak_gpu_bytes": int(torch.cuda.max_memory_allocated()) if on_cuda else None}
     if where.get("ray_gpu_ids") is not None:
         result["env"]["ray_gpu_ids"] = where["ray_gpu_ids"]
+    if meter.gpu_fraction is not None:
+        result["env"]["gpu_fraction"] = meter.gpu_fraction
+    result.update(meter.figures())  # last, just before the file that marks the trial complete
     write_json(out_dir / RESULT, result)  # last: its presence marks the trial complete
     return TrialOutput(result, epochs, metrics, ranks, similarity, signals)
 
@@ -204,7 +212,7 @@ def run_trial(config: dict[str, Any]) -> None:
     spec = resolve(config)
     out = trial_dir(ctx["runs"], ctx["study"], spec.key)
     execute(spec, out, cache_dir=ctx["cache_dir"], device=ctx["device"], threads=ctx.get("threads"),
-            report=tune.report, where=ray_placement())
+            report=tune.report, where=ray_placement(), gpu_fraction=ctx.get("gpu_fraction"))
 
 
 def ray_placement() -> dict[str, Any]:

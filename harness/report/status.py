@@ -15,6 +15,7 @@ import pandas as pd
 
 from rearec.config import MethodConfig
 
+from ..cost import spent_text
 from ..datasets import parse_datasets
 from ..errors import HarnessError
 from ..expand import merged_params
@@ -119,8 +120,9 @@ def first_line(text: Any, limit: int = 160) -> str:
 
 def study_lines(store: Store, study: str, planned: int, algorithm: str, updated: Any, live: bool,
                 verbose: bool = False) -> list[str]:
-    """`harness status` for one study: counts against its current definition, earlier members outside
-    it, the nodes its trials ran on, and its failures (with where they ran)."""
+    """`harness status` for one study: counts against its current definition and the compute it spent
+    (harness/cost.py), earlier members outside it, the nodes its trials ran on, and its failures (with where
+    they ran)."""
     current = "coalesce(s.in_definition, TRUE)" if "in_definition" in store.columns("study_trials") else "TRUE"
     placed = {"host", "node_id"} <= store.columns("trials")
     counts = store.query(f"SELECT {current} AS current, coalesce(t.status, 'pending') AS status, count(*) AS n "
@@ -138,7 +140,8 @@ def study_lines(store: Store, study: str, planned: int, algorithm: str, updated:
             + (f" (+{done - planned} beyond the search budget)" if done > planned else "")
             + f", {failed} failed, {pending} pending" + (f", {running} {state}" if running else "")
             + "".join(f", {n} {status}" for status, n in sorted(now.items()))
-            + (f", {abandoned} abandoned (interrupted; their search will not re-run them)" if abandoned else ""))
+            + (f", {abandoned} abandoned (interrupted; their search will not re-run them)" if abandoned else "")
+            + "; " + spent_text(store, study, current))  # harness/cost.py
     lines = [text]
     if outside:
         lines.append(f"  {outside} earlier trial{'s' if outside != 1 else ''} of this study "
