@@ -44,8 +44,9 @@ class Meter:
 
     def __init__(self, on_cuda: bool, gpu_fraction: float | None):
         self.on_cuda = on_cuda
-        # a direct `execute` on CUDA (no Ray) has the whole device
-        self.gpu_fraction = (1.0 if gpu_fraction is None or gpu_fraction <= 0 else float(gpu_fraction)) if on_cuda else None
+        self.gpu_fraction: float | None = None  # CPU: no GPU time
+        if on_cuda:  # a direct `execute` on CUDA (no Ray, no fraction) has the whole device
+            self.gpu_fraction = float(gpu_fraction) if gpu_fraction and gpu_fraction > 0 else 1.0
         self._cpu, self._wall = _cpu_now(), time.perf_counter()
 
     def figures(self) -> dict[str, float | None]:
@@ -139,20 +140,20 @@ def estimate(store, wanted: pd.DataFrame) -> Estimate:
                    trial_seconds
             FROM trials WHERE status = 'completed' AND NOT coalesce(pruned, FALSE) AND cpu_seconds IS NOT NULL
                           AND trial_seconds IS NOT NULL),
+        pairs AS (  -- each size still to run with each comparable completed trial: the one join
+            SELECT w.row, w.n, d.trial_key, d.device, d.cpu_seconds, d.gpu_seconds, d.trial_seconds
+            FROM wanted w JOIN done d ON d.dataset_hash = w.dataset_hash AND d.backbone = w.backbone AND {match}),
         per AS (
-            SELECT w.row, any_value(w.n) AS n, median(d.cpu_seconds) AS cpu, median(d.gpu_seconds) AS gpu,
-                   median(d.trial_seconds) AS wall
-            FROM wanted w JOIN done d ON d.dataset_hash = w.dataset_hash AND d.backbone = w.backbone AND {match}
-            GROUP BY w.row)
+            SELECT row, any_value(n) AS n, median(cpu_seconds) AS cpu, median(gpu_seconds) AS gpu,
+                   median(trial_seconds) AS wall
+            FROM pairs GROUP BY row)
         SELECT (SELECT coalesce(sum(n), 0) FROM per) AS matched,
                (SELECT coalesce(sum(n * cpu), 0) FROM per) AS cpu,
                (SELECT sum(n * gpu) FROM per) AS gpu,
                (SELECT coalesce(sum(n * wall), 0) FROM per) AS wall,
-               (SELECT count(DISTINCT d.trial_key) FROM wanted w JOIN done d ON d.dataset_hash = w.dataset_hash
-                       AND d.backbone = w.backbone AND {match}) AS comparables,
-               (SELECT string_agg(DISTINCT split_part(d.device, ':', 1), '/' ORDER BY split_part(d.device, ':', 1))
-                FROM wanted w JOIN done d ON d.dataset_hash = w.dataset_hash AND d.backbone = w.backbone
-                     AND {match}) AS devices
+               (SELECT count(DISTINCT trial_key) FROM pairs) AS comparables,
+               (SELECT string_agg(DISTINCT split_part(device, ':', 1), '/' ORDER BY split_part(device, ':', 1))
+                FROM pairs) AS devices
     """
     with store.connect() as con:
         con.register("wanted", wanted.assign(row=range(len(wanted))))

@@ -14,6 +14,7 @@ from ray import tune
 from rearec.config import METRICS
 
 from .artifacts import EPOCH_COLUMNS, TrialOutput, read_output, trial_dir
+from .cost import COST_COLUMNS
 from .failures import classify, explain, headline, where_text
 from .keys import TrialSpec
 from .store import Store, utcnow
@@ -126,7 +127,7 @@ def pruned_output(spec: TrialSpec, reports: list[dict[str, Any]], device: str, s
               "device": device, "started_at": started, "finished_at": utcnow().isoformat(),
               "host": last.get("host", last.get("hostname")), "node_id": last.get("node_id"),
               # its cost up to the last report (harness/cost.py; absent from older workers' reports)
-              **{k: last.get(k) for k in ("cpu_seconds", "gpu_seconds", "trial_seconds")}}
+              **{k: last.get(k) for k in COST_COLUMNS}}
     return TrialOutput(result, epochs, empty, pd.DataFrame(columns=["split", "sample", "step", "rank"]),
                        pd.DataFrame(columns=["split", "step_a", "step_b", "cosine"]))
 

@@ -25,6 +25,7 @@ import pandas as pd
 from rearec.config import METHOD_TRAITS
 
 from .artifacts import EPOCH_COLUMNS, TrialOutput
+from .cost import COST_COLUMNS
 from .errors import HarnessError, StoreBusyError
 from .keys import TrialSpec
 
@@ -35,7 +36,7 @@ SCHEMA_VERSION = 3  # 2: trials.host / node_id / peak_gpu_bytes, study_trials.in
 TRIAL_COLUMNS = ["trial_key", "dataset", "backbone", "method", "reasoning_steps", "kl_lambda", "tau", "alpha", "gamma",
                  "seed", "params", "status", "error", "best_epoch", "epochs", "wall_seconds", "device", "started_at",
                  "finished_at", "env", "variant", "pruned", "n_parameters", "run_dir", "dataset_hash", "host", "node_id",
-                 "peak_gpu_bytes", "cpu_seconds", "gpu_seconds", "trial_seconds"]
+                 "peak_gpu_bytes", *COST_COLUMNS]
 DDL = f"""
 CREATE TABLE IF NOT EXISTS schema_info(version INTEGER);
 CREATE TABLE IF NOT EXISTS trials(
@@ -326,7 +327,7 @@ class Store:
     def mark_running(self, spec: TrialSpec, study: str, run_dir: str, device: str) -> None:
         row = trial_row(spec, "running", device=device, run_dir=run_dir, started_at=utcnow(), finished_at=None,
                         error=None, host=None, node_id=None, peak_gpu_bytes=None,  # where: known when it ends
-                        cpu_seconds=None, gpu_seconds=None, trial_seconds=None)  # an earlier attempt's cost: not this one's
+                        **dict.fromkeys(COST_COLUMNS))  # an earlier attempt's cost: not this one's
         with self.transaction() as con:
             self._upsert_trial(con, row, keep_completed=True)
             self._link(con, study, [spec.key])
@@ -357,8 +358,7 @@ class Store:
             finished_at=_ts(res.get("finished_at")), env=json.dumps({**env, **res.get("env", {})}, sort_keys=True),
             pruned=pruned, n_parameters=res.get("n_parameters"), run_dir=run_dir,
             host=res.get("host", res.get("env", {}).get("host")), node_id=res.get("node_id"),
-            peak_gpu_bytes=res.get("peak_gpu_bytes"), cpu_seconds=res.get("cpu_seconds"),
-            gpu_seconds=res.get("gpu_seconds"), trial_seconds=res.get("trial_seconds"))
+            peak_gpu_bytes=res.get("peak_gpu_bytes"), **{c: res.get(c) for c in COST_COLUMNS})
         with self.transaction() as con:
             # Only a completed trial has child rows (an ingestion is one transaction), and each DELETE scans its
             # whole table: skipping them for a first ingestion keeps a trial's cost flat as the database grows.

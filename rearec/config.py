@@ -223,8 +223,8 @@ class MethodConfig(_Dict):
 
     formulation='paper' follows the paper's equations; 'released' follows the authors' released code
     (docs/released-code.md, "ERL" and "PRL"): ERL = one CE on the mean-pooled state minus lambda * mean KL
-    over ordered pairs; PRL = CE_K + mean of the earlier steps' CE; one global logit temperature tau; gamma is a noise standard
-    deviation; noise and RCL start after ``warmup_epochs`` (2).
+    over ordered pairs; PRL = CE_K + mean of the earlier steps' CE; one global logit temperature tau; gamma
+    is a noise standard deviation; noise and RCL start after ``warmup_epochs`` (2).
     """
 
     name: Literal["base", "naive", "rpe", "erl", "prl"] = "base"
