@@ -119,10 +119,13 @@ class Cluster:
         return [pid for sid in self.sessions.values() for pid in session_pids(sid)]
 
     def kill_node(self, name: str) -> str:
-        """kill -9 of the node's raylet: the node is lost (its workers and agents end with it; what
-        outlives it, such as its log monitor, goes at `stop`). Returns the node id."""
+        """The node is lost as when its machine goes away: kill -9 of its raylet, then at once of every
+        other process of the node (its workers too: a worker outlives its raylet for a moment, long enough
+        to finish a tiny trial and hand its result straight to the driver). Returns the node id."""
         pid, node_id = self.raylet(name)
         os.kill(pid, signal.SIGKILL)
+        for other in session_pids(self.sessions[name]):
+            _kill(other)
         return node_id
 
     def stop(self) -> None:
