@@ -10,8 +10,12 @@ Protocol (``bert4rec_objective: cloze``; ``next_item`` trains the final [MASK] o
   the 80/10/10 rule). The count is capped at n - 1 so at least one real item stays visible: a 1-item history
   gets no mask (its final [MASK] must still see an item). No minimum of one mask: the appended final
   [MASK] already gives every row a prediction.
+- Clean rows (``clean_ratio``, Sun et al. §3.6's "samples that only mask the last item"): a fraction of the
+  rows, drawn per row every epoch, keeps its history unmasked, as at test time; such a row contributes
+  only its final [MASK]. Default 0.5 as RecBole 1.2.1's ft_ratio; RecBole alternates whole batches of each
+  kind, here every batch mixes both, which keeps batch order and sizes those of every other backbone.
 - Loss: the method's own loss on the final [MASK]'s reasoning states (a mean over rows, exactly what
-  ``next_item`` trains) + the cloze CE averaged over the batch's masked positions, weight 1 each. Each term
+  ``next_item`` trains) + the cloze CE averaged over the batch's masked positions (clean rows have none), weight 1 each. Each term
   keeps the scale of one CE, so ERL's lambda and PRL's temperatures mean what they mean on other backbones,
   and the two objectives get equal weight -- as RecBole 1.2.1, which alternates cloze and last-item batches
   half and half (ft_ratio 0.5). Summing all predictions into one mean (the final [MASK] as one more masked
@@ -40,14 +44,22 @@ def mask_counts(n: np.ndarray, mask_prob: float) -> np.ndarray:
     return np.minimum(k, np.maximum(n - 1, 0))
 
 
-def draw_masks(history: np.ndarray, mask_prob: float, rng: np.random.Generator) -> np.ndarray:
-    """history (B, L) left-padded ids (0 = pad) -> (B, L) bool: which real items become [MASK]."""
+def draw_masks(history: np.ndarray, mask_prob: float, rng: np.random.Generator,
+               clean_ratio: float = 0.0) -> np.ndarray:
+    """history (B, L) left-padded ids (0 = pad) -> (B, L) bool: which real items become [MASK].
+
+    ``clean_ratio``: each row is, with this probability, a clean row with no mask at all (its final [MASK]
+    alone is predicted). Drawn after the masks, and only when > 0, so clean_ratio 0 draws exactly the
+    masks it drew before the setting existed."""
     valid = history > 0
     k = mask_counts(valid.sum(1), mask_prob)
     keys = rng.random(history.shape)
     keys[~valid] = 2.0  # padding sorts after every real item, so only real items can be among the first k
     rank = np.argsort(np.argsort(keys, axis=1, kind="stable"), axis=1, kind="stable")
-    return rank < k[:, None]
+    masks = rank < k[:, None]
+    if clean_ratio > 0:
+        masks[rng.random(len(history)) < clean_ratio] = False  # (B,) clean rows
+    return masks
 
 
 class _AddGradient(torch.autograd.Function):

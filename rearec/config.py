@@ -112,6 +112,14 @@ class ModelConfig(_Dict):
     # like Beauty, hence 0.6 (Yelp's 20-core histories are longer: a study may prefer 0.2-0.4 there).
     # RecBole's BERT4Rec default mask_ratio is 0.2.
     mask_prob: float = setting(0.6, applies=_cloze)
+    # Sun et al. 2019 §3.6 (Model Learning): besides cloze samples they "also produce samples that only mask
+    # the last item in the input sequences during training", which match the test input (a clean history,
+    # then [MASK]). Here a fraction clean_ratio of the training rows, drawn row by row every epoch from the
+    # mask stream, keeps its whole history unmasked, so only its final [MASK] is predicted (the method's
+    # losses); the other rows are cloze rows. The paper gives no ratio; 0.5 is RecBole 1.2.1's ft_ratio,
+    # with which RecBole reaches the anchor's BERT4Rec figures (bench/README.md, "Anchor"). 0 = every row
+    # a cloze row (the cloze trials before this field); 1 is refused (that is bert4rec_objective: next_item).
+    clean_ratio: float = setting(0.5, legacy=0.0, applies=_cloze)
     # BERT4Rec's output layer (Sun et al. 2019, Eq. 7, and their released code; rearec/output_head.py):
     # logits = LN(GELU(W h + b)) . E^T + b_out for every scored BERT4Rec state (cloze positions, the final
     # [MASK], each reasoning step); false = the raw dot product h . E^T (every BERT4Rec trial before this field)
@@ -142,6 +150,9 @@ class ModelConfig(_Dict):
         self._check_text()
         if not 0.0 < self.mask_prob < 1.0:
             raise ConfigError("mask_prob", f"must be in (0, 1), got {self.mask_prob!r}")
+        if not 0.0 <= self.clean_ratio < 1.0:  # NaN fails too
+            raise ConfigError("clean_ratio", f"must be in [0, 1), got {self.clean_ratio!r} (every row clean is "
+                              "bert4rec_objective: next_item)")
         # resolve the backbone's own scoring so stored settings and keys always carry a concrete value
         scoring = self.item_scoring or DEFAULT_SCORING.get(self.backbone, "dot")
         object.__setattr__(self, "item_scoring", scoring)

@@ -149,11 +149,13 @@ def train_step(
 
 def train_step_cloze(
     model: ReaRecModel, method: MethodConfig, history: torch.Tensor, target: torch.Tensor,
-    epoch: int, chunk: int, mask_prob: float, mask_rng: np.random.Generator,
+    epoch: int, chunk: int, mask_prob: float, mask_rng: np.random.Generator, clean_ratio: float = 0.0,
 ) -> float:
     """BERT4Rec's cloze step (rearec/cloze.py): ``train_step`` on a history whose items are [MASK]ed at
-    rate ``mask_prob``, plus the CE of the masked items; returns method loss + cloze loss."""
-    masked = torch.from_numpy(draw_masks(history.cpu().numpy(), mask_prob, mask_rng)).to(history.device)
+    rate ``mask_prob`` (none in a fraction ``clean_ratio`` of the rows), plus the CE of the masked items;
+    returns method loss + cloze loss."""
+    masked = draw_masks(history.cpu().numpy(), mask_prob, mask_rng, clean_ratio)
+    masked = torch.from_numpy(masked).to(history.device)  # (B, L) bool
     r0, caches, key_ok, hidden = model.encode_cloze(history, masked)
     states = model.reason(r0, caches, key_ok, model.K)  # (B, K+1, d), reasoning from the final [MASK]
     noisy = None
@@ -243,7 +245,7 @@ def fit(
                     losses.append(train_step_packed(model, method_cfg, batch, epoch, train_cfg.loss_chunk))
                 elif cloze:
                     losses.append(train_step_cloze(model, method_cfg, *batch, epoch, train_cfg.loss_chunk,
-                                                   model_cfg.mask_prob, mask_rng))
+                                                   model_cfg.mask_prob, mask_rng, model_cfg.clean_ratio))
                 else:
                     losses.append(train_step(model, method_cfg, *batch, epoch, train_cfg.loss_chunk))
             if train_cfg.grad_clip is not None:

@@ -61,6 +61,23 @@ def test_draw_masks_hits_only_real_items_with_exact_counts():
     assert np.array_equal(a, b) and not np.array_equal(a, np.random.default_rng(7).random(5))
 
 
+def test_clean_rows_have_no_mask_and_the_other_rows_keep_their_masks():
+    rng = np.random.default_rng(5)
+    history = rng.integers(1, 50, size=(4000, 10))
+    plain = draw_masks(history, 0.4, np.random.default_rng(2))
+    mixed = draw_masks(history, 0.4, np.random.default_rng(2), clean_ratio=0.3)
+    clean = ~mixed.any(1)
+    assert not plain[~plain.any(1)].any() and plain.any(1).all()  # without clean rows every row has masks
+    # the masks are drawn first: a row that is not clean keeps exactly the masks clean_ratio 0 gives it
+    assert np.array_equal(mixed[~clean], plain[~clean])
+    # each row is clean with probability 0.3: 1,200 expected of 4,000 (sd 29)
+    assert abs(int(clean.sum()) - 1200) < 6 * 29
+    # clean_ratio 0 draws nothing more: the next draw of the stream is the one it was before the setting
+    a, b = np.random.default_rng(2), np.random.default_rng(2)
+    draw_masks(history, 0.4, a, clean_ratio=0.0), draw_masks(history, 0.4, b)
+    assert a.random() == b.random()
+
+
 # ---- information flow ---------------------------------------------------------------------------------
 
 
@@ -127,13 +144,15 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 1024])
-def test_loss_equals_an_independent_numpy_computation(chunk):
-    """base method: CE of the final [MASK] (mean over rows) + CE of the masked items (mean over them)."""
+@pytest.mark.parametrize("chunk, clean_ratio, seed, counts", [(1, 0.0, 4, [4, 2]), (3, 0.0, 4, [4, 2]),
+                                                               (1024, 0.0, 4, [4, 2]), (3, 0.5, 0, [0, 2])])
+def test_loss_equals_an_independent_numpy_computation(chunk, clean_ratio, seed, counts):
+    """base method: CE of the final [MASK] (mean over rows) + CE of the masked items (mean over them); a
+    clean row (clean_ratio) adds its final [MASK] and no cloze position."""
     model = _model(K=0)
     target = torch.tensor([5, 12])
-    masks = draw_masks(HISTORY.numpy(), 0.6, mask_generator(4))  # the masks the step will draw
-    loss = train_step_cloze(model, MethodConfig(), HISTORY, target, 1, chunk, 0.6, mask_generator(4))
+    masks = draw_masks(HISTORY.numpy(), 0.6, mask_generator(seed), clean_ratio)  # the masks the step will draw
+    loss = train_step_cloze(model, MethodConfig(), HISTORY, target, 1, chunk, 0.6, mask_generator(seed), clean_ratio)
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     with torch.no_grad():
         r0, _, _, hidden = model.encode_cloze(HISTORY, torch.from_numpy(masks))
@@ -141,7 +160,7 @@ def test_loss_equals_an_independent_numpy_computation(chunk):
     final = -_log_softmax(r0.numpy() @ E.T)[np.arange(2), target.numpy() - 1].mean()
     h = hidden.numpy()[masks]
     cloze = -_log_softmax(h @ E.T)[np.arange(len(h)), HISTORY.numpy()[masks] - 1].mean()
-    assert masks.sum(1).tolist() == [4, 2]  # round(0.6 * 6) and round(0.6 * 3)
+    assert masks.sum(1).tolist() == counts  # round(0.6 * 6) and round(0.6 * 3); 0 in a clean row
     assert loss == pytest.approx(final + cloze, rel=1e-5)
     # the gradient the single backward pass delivers is the plain autograd gradient of that sum
     model.zero_grad(set_to_none=True)
@@ -279,6 +298,24 @@ def test_next_item_keeps_the_legacy_training(tiny_data):
 def test_packed_training_stays_refused_for_bert4rec(tiny_data):
     with pytest.raises(ValueError, match="packed"):
         _fit(tiny_data(), "cloze", training="packed")
+
+
+def test_clean_rows_change_training_and_stay_deterministic(tiny_data):
+    cloze = _fit(tiny_data(), "cloze")  # default clean_ratio 0.5
+    again = _fit(tiny_data(), "cloze")
+    assert [e.train_loss for e in cloze.epochs] == [e.train_loss for e in again.epochs]
+    cfg = ModelConfig(backbone="bert4rec", hidden_size=16, ffn_size=32, clean_ratio=0.0)
+    all_cloze = fit(tiny_data(), cfg, MethodConfig(), TrainConfig(max_epochs=2, batch_size=64, loss_chunk=16))
+    # half the rows lose their cloze positions, and the cloze CE (mean over positions) stays: same scale,
+    # other masks, so another loss
+    assert [e.train_loss for e in all_cloze.epochs] != [e.train_loss for e in cloze.epochs]
+    assert ModelConfig(backbone="bert4rec").clean_ratio == 0.5
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, 1.5, float("nan")])
+def test_bad_clean_ratio_is_a_config_error(bad):
+    with pytest.raises(ConfigError, match="clean_ratio.*must be in \\[0, 1\\)"):
+        ModelConfig(backbone="bert4rec", clean_ratio=bad)
 
 
 @pytest.mark.parametrize("bad", [0.0, 1.0, -0.2, 1.5, float("nan")])

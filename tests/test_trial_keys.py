@@ -49,12 +49,20 @@ FIXED_KEYS = [
     ("bert4rec", "prl", {'reasoning_steps': 3, 'rcl': False, 'formulation': 'released', 'bert4rec_objective': 'next_item'}, "6e58ced25e4cd89eb477aa3d1fb95a8e5cb2aba231f96f104a853dfa0d03ade3"),
     # BERT4Rec's default objective became cloze (issue 14.1): its trials are new computations with new
     # keys, and the pins above keep their pre-cloze keys under bert4rec_objective: next_item
-    ("bert4rec", "base", {}, "48c8093bdcbd9440c0e398aec05d717a59d342b354358f3b61268a30af86b5ae"),
-    ("bert4rec", "naive", {'reasoning_steps': 2}, "462f91c316ec60d0af440411e11f16cd6caf98533c6739f24a340c51564c6b96"),
-    ("bert4rec", "rpe", {'reasoning_steps': 2}, "6c756df29e83faf2a5854da01bf465ca299a3e7e9b98cc2260074c509a813b91"),
-    ("bert4rec", "erl", {'reasoning_steps': 2, 'kl_lambda': 0.01}, "596c7c2af1021e401f71510686b606d3cd77873e85b04a6db2d3c50fd30c57e7"),
-    ("bert4rec", "prl", {'reasoning_steps': 2, 'tau': 0.5, 'alpha': 5.0}, "f97d1ce902ab9d7d9fa23210acd99e4bb05fe41c13f212df32dfa7461391e571"),
-    ("bert4rec", "prl", {'reasoning_steps': 3, 'rcl': False, 'formulation': 'released'}, "89d8670877801a7d3a7ada4129bc9edcfc3d6241eaca4a037a8f981464e013ec"),
+    ("bert4rec", "base", {'clean_ratio': 0.0}, "48c8093bdcbd9440c0e398aec05d717a59d342b354358f3b61268a30af86b5ae"),
+    ("bert4rec", "naive", {'reasoning_steps': 2, 'clean_ratio': 0.0}, "462f91c316ec60d0af440411e11f16cd6caf98533c6739f24a340c51564c6b96"),
+    ("bert4rec", "rpe", {'reasoning_steps': 2, 'clean_ratio': 0.0}, "6c756df29e83faf2a5854da01bf465ca299a3e7e9b98cc2260074c509a813b91"),
+    ("bert4rec", "erl", {'reasoning_steps': 2, 'kl_lambda': 0.01, 'clean_ratio': 0.0}, "596c7c2af1021e401f71510686b606d3cd77873e85b04a6db2d3c50fd30c57e7"),
+    ("bert4rec", "prl", {'reasoning_steps': 2, 'tau': 0.5, 'alpha': 5.0, 'clean_ratio': 0.0}, "f97d1ce902ab9d7d9fa23210acd99e4bb05fe41c13f212df32dfa7461391e571"),
+    ("bert4rec", "prl", {'reasoning_steps': 3, 'rcl': False, 'formulation': 'released', 'clean_ratio': 0.0}, "89d8670877801a7d3a7ada4129bc9edcfc3d6241eaca4a037a8f981464e013ec"),
+    # Clean rows (issue 14, Sun et al. §3.6: clean_ratio, default 0.5) changed what a default cloze trial
+    # computes: the cloze pins above keep their keys under clean_ratio: 0.0, these are the new defaults
+    ("bert4rec", "base", {}, "2c8519dd2711a6e5145b69e65c3dac8f3303a885840ddb14b4d36490b77e216c"),
+    ("bert4rec", "naive", {'reasoning_steps': 2}, "7e4b31e2577292ea7ccafb76e26f31e88165c853b4cc6de468390ec444cd3c60"),
+    ("bert4rec", "rpe", {'reasoning_steps': 2}, "af5493a8f5da4bfa60d1dfce879fdcf28a3357602aacb5b1a4f6da7e63e45c36"),
+    ("bert4rec", "erl", {'reasoning_steps': 2, 'kl_lambda': 0.01}, "d6e857cc01c84e9f1bca1242f3c99a96ae0d3e1c5e55127463a0cf909628a1b6"),
+    ("bert4rec", "prl", {'reasoning_steps': 2, 'tau': 0.5, 'alpha': 5.0}, "38026820f6fbc6c44fd049656cf7c4ed16ef93e288567e990a6c1d6d7cfb96c6"),
+    ("bert4rec", "prl", {'reasoning_steps': 3, 'rcl': False, 'formulation': 'released'}, "ea0eb8c1b7cfcefc62fc1bc3c6d1f168dd7b0efd546780bfa0c731bf3ad01520"),
     ("unisrec", "base", {}, "7742df6b0f2c60e192f61f3689cbae1173475c786e5744c34af044bf9ac1b7ce"),
     ("unisrec", "naive", {'reasoning_steps': 2}, "cd328ca01afda255c9f1dcb5b35882d6965339c6c133752ac00e73b00614ebbd"),
     ("unisrec", "rpe", {'reasoning_steps': 2}, "0ac35909e021c806bc40bdf4a12abc4800a6984472feef9a896e7d85e61907e8"),

@@ -29,6 +29,7 @@ GRID = {"name": "grid", "datasets": ["synthetic"], "backbones": ["sasrec", "bert
                      "rcl_negatives": ["all", "other_users"]}],
         "params": {"hidden_size": 16, "item_scoring": ["dot", "cosine"], "training": ["bucketed", "packed"],
                    "bert4rec_objective": ["next_item", "cloze"], "bert4rec_head": [False, True],
+                   "clean_ratio": [0.0, 0.5],
                    "text_mode": ["inductive", "transductive"]}}
 
 
@@ -67,6 +68,7 @@ def test_sql_and_python_labels_agree_on_every_setting_and_study_file(tmp_path):
     assert not any("kl_sign" in v for v in seen if v.startswith("erl w/o KL"))  # lambda 0: no KL term to sign
     assert not any("rcl_similarity" in v for v in seen if v.startswith("prl w/o RCL"))
     assert not any("bert4rec_objective" in v for v in seen if "text_mode" in v)  # UniSRec rows only
+    assert not any("clean_ratio" in v for v in seen if "bert4rec_objective=next_item" in v)  # cloze rows only
     assert "quickstart" in {s.name for s in studies} and any(v == "prl [training=packed]" for v in seen)
 
 

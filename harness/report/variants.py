@@ -58,6 +58,8 @@ SETTINGS: tuple[Setting, ...] = (
             "method = 'prl' AND s_rcl <> 'false' AND s_training = 'packed'"),
     Setting("item_scoring", "model", lambda g: True, "TRUE"),
     Setting("bert4rec_objective", "model", lambda g: g("backbone") == "bert4rec", "backbone = 'bert4rec'"),
+    Setting("clean_ratio", "model", lambda g: g("backbone") == "bert4rec" and g("bert4rec_objective") == "cloze",
+            "backbone = 'bert4rec' AND s_bert4rec_objective = 'cloze'"),
     Setting("bert4rec_head", "model", lambda g: g("backbone") == "bert4rec", "backbone = 'bert4rec'"),
     Setting("text_mode", "model", lambda g: g("backbone") == "unisrec", "backbone = 'unisrec'"),
     Setting("training", "model", lambda g: True, "TRUE"),
