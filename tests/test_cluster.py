@@ -382,10 +382,10 @@ def test_fractional_gpus_pack_four_trials_on_one_logical_gpu(cluster, shared, tm
     # processes at a time and prestarts one per CPU, so the four trials' actors start together.)
     cluster.start_worker("gpu", num_cpus=4, num_gpus=1)
     _, gpu_id = cluster.raylet("gpu")
-    # Long enough that the four overlap although their actors become ready one after another: actor
-    # start-up and training are both CPU-bound, so their ratio (here ~3) holds on a loaded machine too.
-    quarter = study("quarter", methods=["base"], seeds=[0, 1, 2, 3], params={**TINY_PARAMS, "max_epochs": 12,
-                                                                             "patience": 12},
+    # Long enough that the four overlap although their actors become ready one after another (~4-6 s
+    # apart on a loaded 2-core box): 12 epochs (~12-17 s) gave an overlap of 3 in CI twice, so 36 (~50 s).
+    quarter = study("quarter", methods=["base"], seeds=[0, 1, 2, 3], params={**TINY_PARAMS, "max_epochs": 36,
+                                                                             "patience": 36},
                     resources={"cpu": 0.25, "gpu": 0.25})
     whole = study("whole", methods=["base"], seeds=[10, 11], resources={"cpu": 0.25, "gpu": 1})
     for raw in (quarter, whole):
