@@ -10,7 +10,8 @@ What it runs (bench/README.md, "Anchor: RecBole 1.2.1 on ml-100k"):
   init N(0, 0.02), CE over all items, batch 256, Adam lr 1e-3, 19 epochs, the best epoch on valid NDCG@10
   restored and tested; full ranking, history items not masked. BERT4Rec: ``--mask-prob`` (RecBole's
   mask_ratio default 0.2) and ``--clean-ratio`` (RecBole's ft_ratio 0.5, our default); the ``-head``
-  models add BERT4Rec's output layer (``bert4rec_head``), which RecBole 1.2.1's BERT4Rec has (LN(GELU(W h + b)) . E^T + per-item bias) and our default leaves out.
+  models add BERT4Rec's output layer (``bert4rec_head``), which RecBole 1.2.1's BERT4Rec has
+  (LN(GELU(W h + b)) . E^T + per-item bias) and our default leaves out.
 - Prints ours beside RecBole's figures measured on the same split after 19 epochs (issue 14), the split
   comparison, and -- with ``--cost`` -- a cloze vs next-item epoch of BERT4Rec timed side by side (the two
   steps alternate batch by batch on the same batches).
@@ -62,7 +63,7 @@ def load_vg(cache_dir: Path):
     return load_dataset({"interactions": str(VIDEO_GAMES)}, cache_dir=cache_dir)
 
 
-def configs(model: str, mask_prob: float, epochs: int, seed: int, clean_ratio: float = 0.5):
+def configs(model: str, mask_prob: float, epochs: int, seed: int, clean_ratio: float):
     from rearec.config import MethodConfig, ModelConfig, TrainConfig
 
     backbone, objective, *rest = [*model.split("-"), ""][:3]
@@ -80,7 +81,7 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def train_one(data, model: str, mask_prob: float, epochs: int, seed: int, clean_ratio: float = 0.5) -> dict:
+def train_one(data, model: str, mask_prob: float, epochs: int, seed: int, clean_ratio: float) -> dict:
     from rearec.train import fit
 
     model_cfg, method_cfg, train_cfg = configs(model, mask_prob, epochs, seed, clean_ratio)
@@ -97,7 +98,7 @@ def train_one(data, model: str, mask_prob: float, epochs: int, seed: int, clean_
 
 
 def epoch_cost(data, model_kw: dict, batch_size: int, mask_prob: float, max_batches: int | None = None,
-               seed: int = 0, clean_ratio: float = 0.5) -> dict:
+               seed: int = 0, *, clean_ratio: float) -> dict:
     """BERT4Rec's training steps, next_item vs cloze, alternating batch by batch on the same batches.
 
     One bucketed epoch order (seed ``seed``); ``max_batches`` evenly spaced batches of it (None = all), the
@@ -127,7 +128,8 @@ def epoch_cost(data, model_kw: dict, batch_size: int, mask_prob: float, max_batc
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             if objective == "cloze":
-                train_step_cloze(model, MethodConfig(), history, target, 1, 1024, mask_prob, mask_rng, clean_ratio)
+                train_step_cloze(model, MethodConfig(), history, target, 1, 1024, mask_prob, mask_rng,
+                                 clean_ratio)
             else:
                 train_step(model, MethodConfig(), history, target, 1, 1024)
             optimizer.step()
@@ -135,8 +137,8 @@ def epoch_cost(data, model_kw: dict, batch_size: int, mask_prob: float, max_batc
     out = {k: {"epoch_seconds": float(np.mean(v)) * len(batches), "median_batch_ms": 1000 * float(np.median(v))}
            for k, v in seconds.items()}
     out["ratio"] = out["cloze"]["epoch_seconds"] / out["next_item"]["epoch_seconds"]
-    out.update(batches=len(batches), timed=len(picked), batch_size=batch_size, mask_prob=mask_prob, clean_ratio=clean_ratio,
-               n_items=data.n_items, rows=len(data.train))
+    out.update(batches=len(batches), timed=len(picked), batch_size=batch_size, mask_prob=mask_prob,
+               clean_ratio=clean_ratio, n_items=data.n_items, rows=len(data.train))
     return out
 
 
@@ -181,13 +183,17 @@ def result_table(results: list[dict], n_test: int) -> list[str]:
 
 
 def main() -> None:
+    from rearec.config import ModelConfig
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["sasrec", "bert4rec-cloze"], choices=MODELS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--epochs", type=int, default=19)
     parser.add_argument("--mask-prob", type=float, default=0.2, help="BERT4Rec cloze rate (RecBole mask_ratio 0.2)")
-    parser.add_argument("--clean-ratio", type=float, default=0.5,
-                        help="BERT4Rec cloze: share of rows with a clean history (RecBole ft_ratio 0.5; 0 = all cloze)")
+    clean_default = ModelConfig.__dataclass_fields__["clean_ratio"].default
+    parser.add_argument("--clean-ratio", type=float, default=clean_default,
+                        help="BERT4Rec cloze: share of rows with a clean history (default: ModelConfig's, "
+                             "%(default)s, RecBole's ft_ratio; 0 = all cloze)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--cost", action="store_true", help="also time a cloze vs next_item epoch side by side")
     parser.add_argument("--cost-vg", type=int, default=0, metavar="N",
@@ -208,7 +214,8 @@ def main() -> None:
                  "epochs": args.epochs, "runs": []}
     if args.cost:
         print(f"\nBERT4Rec epoch cost, next_item vs cloze, side by side; load {loadavg()}", flush=True)
-        anchor_kw = {k: v for k, v in configs("bert4rec-cloze", args.mask_prob, 1, 0)[0].to_dict().items()
+        cloze_cfg = configs("bert4rec-cloze", args.mask_prob, 1, 0, args.clean_ratio)[0]
+        anchor_kw = {k: v for k, v in cloze_cfg.to_dict().items()
                      if k in ("hidden_size", "num_layers", "num_heads", "ffn_size", "dropout", "attn_dropout",
                               "input_dropout", "max_len")}
         out["cost"] = {"ml-100k": epoch_cost(data, anchor_kw, 256, args.mask_prob, clean_ratio=args.clean_ratio)}
@@ -216,9 +223,10 @@ def main() -> None:
                    out["cost"]["ml-100k"])
         if args.cost_vg:
             vg = load_vg(args.cache_dir)
-            out["cost"]["video-games"] = epoch_cost(vg, {}, 2048, 0.6, max_batches=args.cost_vg, clean_ratio=args.clean_ratio)
-            print_cost(f"Video Games, paper settings (d 256, batch 2048), mask_prob 0.6, clean_ratio {args.clean_ratio}",
-                       out["cost"]["video-games"])
+            out["cost"]["video-games"] = epoch_cost(vg, {}, 2048, 0.6, max_batches=args.cost_vg,
+                                                    clean_ratio=args.clean_ratio)
+            print_cost(f"Video Games, paper settings (d 256, batch 2048), mask_prob 0.6, clean_ratio "
+                       f"{args.clean_ratio}", out["cost"]["video-games"])
     for model in args.models:
         for seed in args.seeds:
             print(f"\n{model}, seed {seed}, load {loadavg()}", flush=True)

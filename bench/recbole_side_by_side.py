@@ -57,7 +57,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     os.chdir(out)  # RecBole writes log/ and log_tensorboard/ into the working directory
     start = time.perf_counter()
-    result = run_recbole(model=args.model, dataset="ml-100k", config_dict=config(args.model, args.seed, args.epochs, out))
+    settings = config(args.model, args.seed, args.epochs, out)
+    result = run_recbole(model=args.model, dataset="ml-100k", config_dict=settings)
     figures = {"model": args.model, "seed": args.seed, "epochs": args.epochs,
                "seconds": time.perf_counter() - start, "best_valid_ndcg@10": float(result["best_valid_score"]),
                "test": {k: float(v) for k, v in result["test_result"].items()}}

@@ -15,11 +15,11 @@ Protocol (``bert4rec_objective: cloze``; ``next_item`` trains the final [MASK] o
   only its final [MASK]. Default 0.5 as RecBole 1.2.1's ft_ratio; RecBole alternates whole batches of each
   kind, here every batch mixes both, which keeps batch order and sizes those of every other backbone.
 - Loss: the method's own loss on the final [MASK]'s reasoning states (a mean over rows, exactly what
-  ``next_item`` trains) + the cloze CE averaged over the batch's masked positions (clean rows have none), weight 1 each. Each term
-  keeps the scale of one CE, so ERL's lambda and PRL's temperatures mean what they mean on other backbones,
-  and the two objectives get equal weight -- as RecBole 1.2.1, which alternates cloze and last-item batches
-  half and half (ft_ratio 0.5). Summing all predictions into one mean (the final [MASK] as one more masked
-  position) would weight the next-item and reasoning losses by ~1 / (mask_prob * n).
+  ``next_item`` trains) + the cloze CE averaged over the batch's masked positions (clean rows have none),
+  weight 1 each. Each term keeps the scale of one CE, so ERL's lambda and PRL's temperatures mean what they
+  mean on other backbones, and the two objectives get equal weight -- as RecBole 1.2.1, which alternates
+  cloze and last-item batches half and half (ft_ratio 0.5). Summing all predictions into one mean (the final
+  [MASK] as one more masked position) would weight the next-item and reasoning losses by ~1 / (mask_prob * n).
 - Masks come from their own generator, derived from the trial seed (``mask_generator``), so a cloze and a
   next-item trial see the same batch order, and CPU runs repeat bit for bit.
 """

@@ -152,7 +152,8 @@ def test_loss_equals_an_independent_numpy_computation(chunk, clean_ratio, seed, 
     model = _model(K=0)
     target = torch.tensor([5, 12])
     masks = draw_masks(HISTORY.numpy(), 0.6, mask_generator(seed), clean_ratio)  # the masks the step will draw
-    loss = train_step_cloze(model, MethodConfig(), HISTORY, target, 1, chunk, 0.6, mask_generator(seed), clean_ratio)
+    loss = train_step_cloze(model, MethodConfig(), HISTORY, target, 1, chunk, 0.6, mask_generator(seed),
+                            clean_ratio)
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     with torch.no_grad():
         r0, _, _, hidden = model.encode_cloze(HISTORY, torch.from_numpy(masks))

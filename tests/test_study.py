@@ -99,6 +99,7 @@ BAD_STUDIES = [
     ({"methods": ["bsae"]}, "methods[0].name", "did you mean 'base'"),
     ({"params": {"max_epochs": "ten"}}, "params.max_epochs", "expected an integer"),
     ({"params": {"hidden_size": 16, "num_heads": 3}}, "params.num_heads", "not divisible"),
+    ({"backbones": ["bert4rec"], "params": {"clean_ratio": 1.0}}, "params.clean_ratio", "must be in [0, 1)"),
     ({"seeds": ["a"]}, "seeds[0]", "non-negative integer"),
     ({"methods": [{"name": "prl", "reasoning_steps": 1, "tau": [0.5, -1.0]}]}, "methods[0].tau[1]", "must be > 0"),
     ({"params": {"lr": {"low": 0.1, "high": 0.01, "log": True}}, "search": {"algorithm": "optuna"}}, "params.lr",
