@@ -186,7 +186,8 @@ def main() -> None:
     from rearec.config import ModelConfig
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=["sasrec", "bert4rec-cloze"], choices=MODELS)
+    parser.add_argument("--models", nargs="*", default=["sasrec", "bert4rec-cloze"], choices=MODELS,
+                        help="models to train (none: only --cost)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--epochs", type=int, default=19)
     parser.add_argument("--mask-prob", type=float, default=0.2, help="BERT4Rec cloze rate (RecBole mask_ratio 0.2)")
@@ -196,6 +197,8 @@ def main() -> None:
                              "%(default)s, RecBole's ft_ratio; 0 = all cloze)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--cost", action="store_true", help="also time a cloze vs next_item epoch side by side")
+    parser.add_argument("--cost-batches", type=int, default=None, metavar="N",
+                        help="with --cost: time N evenly spaced ml-100k batches (default all) and extrapolate")
     parser.add_argument("--cost-vg", type=int, default=0, metavar="N",
                         help="with --cost: also time N Video Games batches at the paper's settings")
     parser.add_argument("--data", type=Path, default=ML100K, help="ml-100k.inter (RecBole atomic file)")
@@ -218,7 +221,8 @@ def main() -> None:
         anchor_kw = {k: v for k, v in cloze_cfg.to_dict().items()
                      if k in ("hidden_size", "num_layers", "num_heads", "ffn_size", "dropout", "attn_dropout",
                               "input_dropout", "max_len")}
-        out["cost"] = {"ml-100k": epoch_cost(data, anchor_kw, 256, args.mask_prob, clean_ratio=args.clean_ratio)}
+        out["cost"] = {"ml-100k": epoch_cost(data, anchor_kw, 256, args.mask_prob, max_batches=args.cost_batches,
+                                             clean_ratio=args.clean_ratio)}
         print_cost(f"ml-100k, anchor settings, mask_prob {args.mask_prob}, clean_ratio {args.clean_ratio}",
                    out["cost"]["ml-100k"])
         if args.cost_vg:
