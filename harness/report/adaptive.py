@@ -49,6 +49,7 @@ def adaptive(ctx: Context) -> Section:
     key, title = "adaptive", "Adaptive reasoning depth: stopping rules against fixed depth"
     if "report_adaptive" not in ctx.views:
         return absent(key, title, "this database has no step_signals table yet", VIEWS)
+    ctx.ready("report_adaptive_seeds")  # built beside the earlier sections (views.snapshot_study)
     data = ctx.frame("report_adaptive")
     if data.empty:
         return absent(key, title, "no trial of a variant with reasoning steps stored per-sample step signals "

@@ -106,6 +106,13 @@ def _rows(p, kl, rep, rank) -> list[list[tuple]]:
 
 def seeds_frame(con) -> pd.DataFrame:
     """report_adaptive_seeds' rows for the trials in report_adaptive_trials (as this connection sees them)."""
+    return seeds_rows(*fetch_signals(con))
+
+
+def fetch_signals(con) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The two queries seeds_rows needs: the adaptive trials (t, KEYS) and their step_signals as arrays
+    (g = 2 t + is_test, sample, step, rank, top1_prob, kl_prev, top1_repeats). The rest is NumPy and
+    needs no connection, so the report runs it beside its other sections (views.snapshot_study)."""
     trials = con.execute(f"SELECT t, {', '.join(KEYS)} FROM report_adaptive_trials").df()
     con.register("adaptive_trials", trials[["t", "trial_key"]])  # one numbering for both queries
     table = con.sql("""SELECT a.t * 2 + (s.split = 'test')::INT AS g, s.sample, s.step, s.rank, s.top1_prob,
@@ -113,6 +120,11 @@ def seeds_frame(con) -> pd.DataFrame:
                        FROM adaptive_trials a JOIN step_signals s ON s.trial_key = a.trial_key""").to_arrow_table()
     data = {name: table.column(name).to_numpy() for name in table.column_names}  # Arrow: the fastest fetch
     con.unregister("adaptive_trials")
+    return trials, data
+
+
+def seeds_rows(trials: pd.DataFrame, data: dict[str, np.ndarray]) -> pd.DataFrame:
+    """fetch_signals' result -> report_adaptive_seeds' rows."""
     g, step, sample = (data[c].astype(np.int64) for c in ("g", "step", "sample"))
     records = []
     if len(g):

@@ -18,7 +18,7 @@ def _top(frame: pd.DataFrame, ctx: Context, keys: list[str], n: int) -> pd.DataF
     combos = ordered(frame[keys].drop_duplicates(), ctx.order)
     combos = combos.assign(_prl=(combos.variant.map(method_of) != "prl").astype(int)).sort_values("_prl",
                                                                                                 kind="stable")
-    return frame.merge(combos.drop(columns="_prl").head(n), on=keys)
+    return combos.drop(columns="_prl").head(n).merge(frame, on=keys)  # rows in the combinations' order
 
 
 def subgroups(ctx: Context) -> Section:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ..keys import PROTOCOL
 from ..store import RunLock, Store
 from . import adaptive, analyses, sections, verdicts
 from .context import Context, Section
+from .figure_process import FigureProcess
 from .status import cell_status, describe_cell, expected_cells, first_line, parse_definition
 from .tables import table_markdown, to_markdown, variant_label, write_csv, write_table
 from .views import create_views, describe, snapshot_study
@@ -152,11 +154,15 @@ def build_report(db_path: str | Path, study: str, out_dir: str | Path = "reports
         raise HarnessError(f"{db}: no such database (run a study first, or pass --db)")
     store = Store(db)  # read-write: the views are (re)created in the database for `harness sql`
     folder = Path(out_dir) / study
-    with store.connect() as con:
+    with store.connect() as con, ExitStack() as stack:
         con.execute("SET enable_progress_bar = false")  # the CLI prints one line, not DuckDB's progress bars
         created = create_views(con)
         info = _study_row(con, db, study)
-        snapshot_study(con, study, created)
+        # the figure process starts now, so its imports overlap the snapshot; figures render in it while the
+        # sections run their SQL (figure_process.py says why a process)
+        jobs = stack.enter_context(FigureProcess())
+        # the adaptive section's per-sample pass (NumPy, most of it without the GIL) runs beside the sections
+        pending = snapshot_study(con, study, created, background=stack.enter_context(ThreadPoolExecutor(1)))
         definition = json.loads(info["definition"]) if info["definition"] else {}
         parsed, why = parse_definition(definition, info["file"] or f"{study}.yaml")
         present = con.execute("SELECT status, dataset, backbone, variant, reasoning_steps, error, finished_at "
@@ -167,16 +173,16 @@ def build_report(db_path: str | Path, study: str, out_dir: str | Path = "reports
                  "backbone": list(parsed.backbones) if parsed is not None else sorted(set(cells.backbone.dropna()))}
         metric = con.execute("SELECT metric FROM report_selection_metric WHERE study = ?", [study]).fetchone()[0]
         _clean(folder)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="figures") as jobs:  # DuckDB frees the GIL
-            ctx = Context(con, study, parsed, cells, order, folder, created, metric, figure_jobs=jobs)
-            results = [make(ctx) for make in SECTIONS]
-            for future in ctx.futures:
-                future.result()  # re-raise a figure's error here
+        ctx = Context(con, study, parsed, cells, order, folder, created, metric, figure_jobs=jobs, pending=pending)
+        results = [make(ctx) for make in SECTIONS]
+        ctx.ready(*pending)  # a pending table no section read: wait for it (and raise its error) all the same
         counts = dict(con.execute("SELECT status, count(*) FROM report_trials WHERE study = ? GROUP BY 1 UNION ALL "
                                   "SELECT 'pruned', count(*) FROM report_trials WHERE study = ? AND pruned",
                                   [study, study]).fetchall())
         not_completed = _not_completed(ctx, folder)
         protocol = _protocol(ctx)
+        for future in ctx.futures:
+            future.result()  # re-raise a figure's error here (figures render meanwhile)
     lines = [f"# Report: study `{study}`", ""]
     if definition.get("description"):
         lines += [definition["description"], ""]

@@ -25,6 +25,7 @@ class Context:
     selection_metric: str = "ndcg@20"
     figure_jobs: Any = None  # concurrent.futures executor that renders figures while SQL runs; None = inline
     futures: list = field(default_factory=list)
+    pending: dict = field(default_factory=dict)  # snapshot tables still being built (views.snapshot_study)
     _frames: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def q(self, sql: str, *params: Any) -> pd.DataFrame:
@@ -35,10 +36,19 @@ class Context:
             frame[col] = frame[col].astype(object)
         return frame
 
+    def ready(self, *tables: str) -> None:
+        """Wait for these pending snapshot tables and materialise them (a section calls it before reading
+        views built on them; a table that is not pending is already there)."""
+        from .views import materialise
+
+        for name in tables:
+            if name in self.pending:
+                materialise(self.con, name, self.pending.pop(name).result())
+
     def frame(self, view: str) -> pd.DataFrame:
         """Every row of ``view`` for this study, queried once per report (sections share them)."""
         if view not in self._frames:
-            self._frames[view] = self.q(f"SELECT * FROM {view} WHERE study = ?")
+            self._frames[view] = _sorted(self.q(f"SELECT * FROM {view} WHERE study = ?"))
         return self._frames[view]
 
     @property
@@ -56,6 +66,16 @@ class Context:
             render(*args, **kwargs)
         else:
             self.futures.append(self.figure_jobs.submit(render, *args, **kwargs))
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in one order whatever order DuckDB's threads return them in (views have no ORDER BY), so the
+    same database gives the same report: sorted by every column of scalars, in column order."""
+    cols = [c for c in frame.columns if frame[c].dtype != object
+            or isinstance(frame[c].dropna().iloc[0] if frame[c].notna().any() else "", str)]
+    if not cols or frame.empty:
+        return frame
+    return frame.sort_values(cols, kind="stable", na_position="last").reset_index(drop=True)
 
 
 @dataclass

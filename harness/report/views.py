@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 from rearec.config import METHOD_TRAITS, METRICS
 
-from .adaptive_fast import seeds_frame
+from .adaptive_fast import fetch_signals, seeds_rows
 from .adaptive_views import ADAPTIVE_NEEDS, ADAPTIVE_VIEWS
 from .claims import CLAIM_NEEDS, CLAIM_VIEWS
 from .variants import config_params_sql, extract_sql, label_sql, settings_sql
@@ -340,23 +340,39 @@ SNAPSHOT = (
     # from harness/report/adaptive_fast.py, the same rows as the view, tested)
     ("report_adaptive_seeds", "SELECT * FROM main.report_adaptive_seeds WHERE study = $study"),
 )
-FAST = {"report_adaptive_seeds": seeds_frame}  # snapshot tables built in Python instead of by their SELECT
+# snapshot tables built in Python instead of by their SELECT: (the queries, on the connection; the rest,
+# which needs no connection and may run in a background thread)
+FAST = {"report_adaptive_seeds": (fetch_signals, seeds_rows)}
 
 
-def snapshot_study(con, study: str, views: Iterable[str] | None = None) -> None:
+def materialise(con, name: str, frame) -> None:
+    """``frame`` as the connection's temporary table ``name`` (shadowing the view of that name)."""
+    con.register("snapshot_rows", frame)
+    con.execute(f"CREATE OR REPLACE TEMPORARY TABLE {name} AS SELECT * FROM snapshot_rows")
+    con.unregister("snapshot_rows")
+
+
+def snapshot_study(con, study: str, views: Iterable[str] | None = None, background=None) -> dict:
     """Materialise SNAPSHOT for one study in this connection only (other connections see the views);
-    ``views``: the views this database has (a view it lacks is not snapshot)."""
+    ``views``: the views this database has (a view it lacks is not snapshot). ``background``: an executor
+    for FAST tables' NumPy part; their tables are then pending: returns {name: Future of the frame} for
+    the caller to ``materialise`` before it reads them (Context.ready). Without it: built here, {}."""
     have = set(views) if views is not None else None
+    pending = {}
     for name, select in SNAPSHOT:
         if have is not None and name.startswith("report_") and name not in have:
             continue
         if name in FAST:
-            con.register("snapshot_rows", FAST[name](con))
-            con.execute(f"CREATE OR REPLACE TEMPORARY TABLE {name} AS SELECT * FROM snapshot_rows")
-            con.unregister("snapshot_rows")
+            fetch, rows = FAST[name]
+            fetched = fetch(con)
+            if background is None:
+                materialise(con, name, rows(*fetched))
+            else:
+                pending[name] = background.submit(rows, *fetched)
             continue
         con.execute(f"CREATE OR REPLACE TEMPORARY TABLE {name} AS {select}",
                     {"study": study} if "$study" in select else None)
+    return pending
 
 
 def describe(names: Iterable[str] | None = None) -> list[tuple[str, str]]:
