@@ -63,7 +63,7 @@ def load_vg(cache_dir: Path):
     return load_dataset({"interactions": str(VIDEO_GAMES)}, cache_dir=cache_dir)
 
 
-def configs(model: str, mask_prob: float, epochs: int, seed: int, clean_ratio: float):
+def configs(model: str, mask_prob: float, epochs: int, seed: int, clean_ratio: float, training: str = "bucketed"):
     from rearec.config import MethodConfig, ModelConfig, TrainConfig
 
     backbone, objective, *rest = [*model.split("-"), ""][:3]
@@ -72,7 +72,7 @@ def configs(model: str, mask_prob: float, epochs: int, seed: int, clean_ratio: f
              if backbone == "bert4rec" else {})
     model_cfg = ModelConfig(backbone=backbone, hidden_size=64, num_layers=2, num_heads=2, ffn_size=256,
                             dropout=0.5, attn_dropout=0.5, input_dropout=0.5, max_len=50, **extra)
-    train_cfg = TrainConfig(batch_size=256, lr=1e-3, max_epochs=epochs, patience=epochs,
+    train_cfg = TrainConfig(batch_size=256, lr=1e-3, max_epochs=epochs, patience=epochs, training=training,
                             selection_metric="ndcg@10", eval_batch_size=1024, seed=seed)
     return model_cfg, MethodConfig(name="base"), train_cfg
 
@@ -81,10 +81,11 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def train_one(data, model: str, mask_prob: float, epochs: int, seed: int, clean_ratio: float) -> dict:
+def train_one(data, model: str, mask_prob: float, epochs: int, seed: int, clean_ratio: float,
+              training: str = "bucketed") -> dict:
     from rearec.train import fit
 
-    model_cfg, method_cfg, train_cfg = configs(model, mask_prob, epochs, seed, clean_ratio)
+    model_cfg, method_cfg, train_cfg = configs(model, mask_prob, epochs, seed, clean_ratio, training)
 
     def progress(log):
         print(f"  {model} seed {seed} epoch {log.epoch:2d}: loss {log.train_loss:.4f}  valid ndcg@10 "
@@ -195,6 +196,9 @@ def main() -> None:
     parser.add_argument("--clean-ratio", type=float, default=clean_default,
                         help="BERT4Rec cloze: share of rows with a clean history (default: ModelConfig's, "
                              "%(default)s, RecBole's ft_ratio; 0 = all cloze)")
+    parser.add_argument("--training", choices=["bucketed", "padded"], default="bucketed",
+                        help="batching: the harness default (length-sorted windows) or 'padded', a plain "
+                             "shuffle as RecBole's")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--cost", action="store_true", help="also time a cloze vs next_item epoch side by side")
     parser.add_argument("--cost-batches", type=int, default=None, metavar="N",
@@ -214,6 +218,7 @@ def main() -> None:
     print("\nsplit (RecBole: leave-one-out over all 1682 items, no candidate dropped):")
     print("\n".join(split_report(data)), flush=True)
     out: dict = {"threads": args.threads, "mask_prob": args.mask_prob, "clean_ratio": args.clean_ratio,
+                 "training": args.training,
                  "epochs": args.epochs, "runs": []}
     if args.cost:
         print(f"\nBERT4Rec epoch cost, next_item vs cloze, side by side; load {loadavg()}", flush=True)
@@ -234,7 +239,7 @@ def main() -> None:
     for model in args.models:
         for seed in args.seeds:
             print(f"\n{model}, seed {seed}, load {loadavg()}", flush=True)
-            run = train_one(data, model, args.mask_prob, args.epochs, seed, args.clean_ratio)
+            run = train_one(data, model, args.mask_prob, args.epochs, seed, args.clean_ratio, args.training)
             out["runs"].append(run)
             print(f"  best epoch {run['best_epoch']}: test " + ", ".join(f"{m} {run['test'][m]:.4f}" for m in METRICS)
                   + f"  ({run['wall_seconds']:.0f} s, load {loadavg()})", flush=True)
