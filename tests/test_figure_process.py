@@ -54,3 +54,11 @@ def test_a_dead_child_fails_every_unfinished_figure(tmp_path):
 def test_only_report_figure_functions_are_sent():
     with FigureProcess() as jobs, pytest.raises(ValueError, match="must live in harness.report"):
         jobs.submit(print, "x")
+
+
+def test_an_unpicklable_job_raises_in_the_caller_and_the_stream_stays_usable(tmp_path):
+    with FigureProcess() as jobs:
+        with pytest.raises(Exception, match="pickle|lambda"):
+            jobs.submit(figures.steps_figure, steps_frame(), tmp_path / "x.png", metric_label=lambda: None)
+        assert jobs.submit(figures.steps_figure, steps_frame(), tmp_path / "ok.png").result(timeout=60) is None
+    assert (tmp_path / "ok.png").stat().st_size > 5000

@@ -56,10 +56,14 @@ class FigureProcess:
         with self._lock:
             number = self._next
             self._next += 1
+        # pickled whole before anything is written: a frame that cannot be pickled raises here and leaves
+        # the stream to the child intact
+        job = pickle.dumps((number, render.__module__, render.__qualname__, args, kwargs),
+                           protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
             self._futures[number] = (render.__name__, future)
         try:
-            pickle.dump((number, render.__module__, render.__qualname__, args, kwargs), self._proc.stdin,
-                        protocol=pickle.HIGHEST_PROTOCOL)
+            self._proc.stdin.write(job)
             self._proc.stdin.flush()
         except (BrokenPipeError, OSError) as exc:
             self._fail(f"the figure process is gone ({exc})")
