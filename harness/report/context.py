@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from .tables import Table
+from .views import materialise
 
 MAX_PANELS = 6  # figures stay readable and fast; the CSV next to each figure has every row
 
@@ -23,7 +24,8 @@ class Context:
     out: Path
     views: list[str]
     selection_metric: str = "ndcg@20"
-    figure_jobs: Any = None  # concurrent.futures executor that renders figures while SQL runs; None = inline
+    figure_jobs: Any = None  # executor-like (submit -> Future) rendering figures while SQL runs, as build_report's
+    # figure_process.FigureProcess; None = inline
     futures: list = field(default_factory=list)
     pending: dict = field(default_factory=dict)  # snapshot tables still being built (views.snapshot_study)
     _frames: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -39,8 +41,6 @@ class Context:
     def ready(self, *tables: str) -> None:
         """Wait for these pending snapshot tables and materialise them (a section calls it before reading
         views built on them; a table that is not pending is already there)."""
-        from .views import materialise
-
         for name in tables:
             if name in self.pending:
                 materialise(self.con, name, self.pending.pop(name).result())
